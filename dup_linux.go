@@ -1,0 +1,12 @@
+package graceful
+
+import "golang.org/x/sys/unix"
+
+// dup2 makes descriptor to a copy of from.
+func dup2(from, to int) error {
+	for {
+		if err := unix.Dup3(from, to, 0); err != unix.EINTR {
+			return err
+		}
+	}
+}

@@ -1,0 +1,35 @@
+package graceful
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// runHooks runs hooks one after another, each bounded by timeout, and
+// contains their panics: a hook can delay the exit by at most timeout and
+// cannot stop it.
+func runHooks(log *slog.Logger, hooks []func(), timeout time.Duration) {
+	for i, f := range hooks {
+		done := make(chan error, 1)
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					done <- fmt.Errorf("panic: %v", p)
+				}
+			}()
+			f()
+			done <- nil
+		}()
+		timer := time.NewTimer(timeout)
+		select {
+		case err := <-done:
+			if err != nil {
+				log.Error("graceful: OnRestart hook failed", "hook", i, "err", err)
+			}
+		case <-timer.C:
+			log.Error("graceful: OnRestart hook still running; moving on", "hook", i, "timeout", timeout)
+		}
+		timer.Stop()
+	}
+}

@@ -1,0 +1,148 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// envInherit names the environment variable through which a process tells
+// its successor which of the descriptors it passes are which. It is removed
+// from the environment as soon as it is read, so that processes the
+// application starts do not see it.
+const envInherit = "GRACEFUL_INHERIT"
+
+const (
+	inheritVersion = "1"
+	maxInheritFD   = 1 << 16
+	maxListeners   = 64
+)
+
+// inheritDesc describes what a predecessor passed to its successor.
+type inheritDesc struct {
+	PPID      int           // the predecessor's PID
+	Ctrl      int           // socket pair end for ready / go
+	Stderr    int           // the predecessor's own stderr
+	Listeners []inheritedLn // listening sockets
+}
+
+// inheritedLn is one inherited listening socket.
+type inheritedLn struct {
+	FD      int
+	Network string // "tcp" or "unix"
+	Addr    string // the address the listener was asked for
+}
+
+func (d *inheritDesc) encode() string {
+	v := url.Values{}
+	v.Set("v", inheritVersion)
+	v.Set("ppid", strconv.Itoa(d.PPID))
+	v.Set("ctrl", strconv.Itoa(d.Ctrl))
+	v.Set("stderr", strconv.Itoa(d.Stderr))
+	for _, l := range d.Listeners {
+		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
+	}
+	return v.Encode()
+}
+
+// parseInherit parses the value of envInherit. It checks everything that
+// can be checked without looking at the descriptors themselves.
+func parseInherit(s string) (*inheritDesc, error) {
+	v, err := url.ParseQuery(s)
+	if err != nil {
+		return nil, fmt.Errorf("malformed: %w", err)
+	}
+	for k, vs := range v {
+		switch k {
+		case "v", "ppid", "ctrl", "stderr":
+			if len(vs) != 1 {
+				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
+			}
+		case "l":
+		default:
+			return nil, fmt.Errorf("unknown field %q", k)
+		}
+	}
+	if got := v.Get("v"); got != inheritVersion {
+		return nil, fmt.Errorf("version %q, want %q", got, inheritVersion)
+	}
+	d := &inheritDesc{}
+	if d.PPID, err = positive(v.Get("ppid"), "ppid", 1<<30); err != nil {
+		return nil, err
+	}
+	if d.Ctrl, err = positive(v.Get("ctrl"), "ctrl", maxInheritFD); err != nil {
+		return nil, err
+	}
+	if d.Stderr, err = positive(v.Get("stderr"), "stderr", maxInheritFD); err != nil {
+		return nil, err
+	}
+	seen := map[int]string{}
+	claim := func(fd int, what string) error {
+		if fd < 3 {
+			return fmt.Errorf("%s: descriptor %d is a standard stream", what, fd)
+		}
+		if prev, ok := seen[fd]; ok {
+			return fmt.Errorf("%s: descriptor %d already used by %s", what, fd, prev)
+		}
+		seen[fd] = what
+		return nil
+	}
+	if err := claim(d.Ctrl, "ctrl"); err != nil {
+		return nil, err
+	}
+	if err := claim(d.Stderr, "stderr"); err != nil {
+		return nil, err
+	}
+	ls := v["l"]
+	if len(ls) > maxListeners {
+		return nil, fmt.Errorf("%d listeners, at most %d", len(ls), maxListeners)
+	}
+	keys := map[string]bool{}
+	for _, s := range ls {
+		fdStr, rest, ok := strings.Cut(s, ":")
+		if !ok {
+			return nil, fmt.Errorf("listener %q: want fd:network:addr", s)
+		}
+		network, addr, ok := strings.Cut(rest, ":")
+		if !ok {
+			return nil, fmt.Errorf("listener %q: want fd:network:addr", s)
+		}
+		fd, err := positive(fdStr, "listener fd", maxInheritFD)
+		if err != nil {
+			return nil, err
+		}
+		switch network {
+		case "tcp", "tcp4", "tcp6", "unix":
+		default:
+			return nil, fmt.Errorf("listener %q: network %q not supported", s, network)
+		}
+		if addr == "" {
+			return nil, fmt.Errorf("listener %q: empty address", s)
+		}
+		if err := claim(fd, "listener "+network+":"+addr); err != nil {
+			return nil, err
+		}
+		if keys[network+":"+addr] {
+			return nil, fmt.Errorf("listener %s:%s given twice", network, addr)
+		}
+		keys[network+":"+addr] = true
+		d.Listeners = append(d.Listeners, inheritedLn{FD: fd, Network: network, Addr: addr})
+	}
+	return d, nil
+}
+
+func positive(s, what string, limit int) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%s missing", what)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || n >= limit || strconv.Itoa(n) != s {
+		return 0, fmt.Errorf("%s %q is not a number in 1..%d", what, s, limit-1)
+	}
+	return n, nil
+}
+
+// errStale reports an inherited description written for another process.
+var errStale = errors.New("stale")

@@ -1,0 +1,156 @@
+//go:build unix
+
+package graceful
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// loadInheritance reads and removes envInherit and turns the descriptors it
+// names into listeners. A description written for another process (its
+// parent PID is not ours) is ignored; one that is malformed or names a
+// descriptor that is not what it says is an error, and every descriptor it
+// names is closed, so that nothing is ever served on the wrong socket.
+func loadInheritance() (*inheritance, error) {
+	if !inheritEnv.set {
+		return nil, nil
+	}
+	d, err := parseInherit(inheritEnv.value)
+	if err != nil {
+		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, err)
+	}
+	if ppid := inheritEnv.ppid; d.PPID != ppid {
+		return &inheritance{stale: fmt.Sprintf("%s was written for a child of process %d, but this process's parent is %d; ignoring it", envInherit, d.PPID, ppid)}, nil
+	}
+	in := &inheritance{desc: d}
+	// fail closes what is still open: the listeners made so far, and the
+	// descriptors from the skip-th listener on.
+	fail := func(err error, skip int) (*inheritance, error) {
+		for _, il := range in.lns {
+			il.l.Close()
+		}
+		for _, fd := range d.fds()[skip:] {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, err)
+	}
+	for _, ln := range d.Listeners {
+		if err := checkListenerFD(ln); err != nil {
+			return fail(err, len(in.lns))
+		}
+		f := os.NewFile(uintptr(ln.FD), ln.Network+":"+ln.Addr)
+		l, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("listener %s:%s on descriptor %d: %w", ln.Network, ln.Addr, ln.FD, err), len(in.lns)+1)
+		}
+		in.lns = append(in.lns, &inheritedListener{inheritedLn: ln, l: l})
+	}
+	if err := checkSocket(d.Ctrl); err != nil {
+		return fail(fmt.Errorf("control descriptor %d: %w", d.Ctrl, err), len(in.lns))
+	}
+	in.ctrl = os.NewFile(uintptr(d.Ctrl), "graceful-ctrl")
+	in.errfd = os.NewFile(uintptr(d.Stderr), "graceful-stderr")
+	return in, nil
+}
+
+// inheritEnv is envInherit as the process started with it, taken out of
+// the environment when the package is initialised, before the application
+// can start a process of its own that would inherit it.
+var inheritEnv = takeInheritEnv()
+
+type envSnapshot struct {
+	value string
+	set   bool
+	ppid  int
+}
+
+func takeInheritEnv() envSnapshot {
+	v, ok := os.LookupEnv(envInherit)
+	if !ok {
+		return envSnapshot{}
+	}
+	os.Unsetenv(envInherit)
+	snap := envSnapshot{value: v, set: true, ppid: os.Getppid()}
+	// Keep the descriptors from processes the application starts before
+	// it listens.
+	if d, err := parseInherit(v); err == nil && d.PPID == snap.ppid {
+		for _, fd := range d.fds() {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return snap
+}
+
+// fds lists the descriptors of d, listeners first.
+func (d *inheritDesc) fds() []int {
+	var fds []int
+	for _, l := range d.Listeners {
+		fds = append(fds, l.FD)
+	}
+	return append(fds, d.Ctrl, d.Stderr)
+}
+
+func checkSocket(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("not open: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("not a socket")
+	}
+	return nil
+}
+
+// checkListenerFD verifies that ln.FD is a listening stream socket of the
+// family ln.Network names, bound where ln.Addr says.
+func checkListenerFD(ln inheritedLn) error {
+	what := fmt.Sprintf("listener %s:%s on descriptor %d", ln.Network, ln.Addr, ln.FD)
+	if err := checkSocket(ln.FD); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if t, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
+		return fmt.Errorf("%s: not a stream socket", what)
+	}
+	if a, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
+		return fmt.Errorf("%s: not listening", what)
+	}
+	sa, err := unix.Getsockname(ln.FD)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var port int
+	switch a := sa.(type) {
+	case *unix.SockaddrUnix:
+		if ln.Network != "unix" {
+			return fmt.Errorf("%s: is a Unix socket", what)
+		}
+		if a.Name != ln.Addr {
+			return fmt.Errorf("%s: bound to %q", what, a.Name)
+		}
+		return nil
+	case *unix.SockaddrInet4:
+		if ln.Network != "tcp" && ln.Network != "tcp4" {
+			return fmt.Errorf("%s: is an IPv4 socket", what)
+		}
+		port = a.Port
+	case *unix.SockaddrInet6:
+		if ln.Network != "tcp" && ln.Network != "tcp6" {
+			return fmt.Errorf("%s: is an IPv6 socket", what)
+		}
+		port = a.Port
+	default:
+		return fmt.Errorf("%s: unexpected address family", what)
+	}
+	if _, p, err := net.SplitHostPort(ln.Addr); err == nil {
+		if want, err := net.LookupPort(ln.Network, p); err == nil && want != 0 && want != port {
+			return fmt.Errorf("%s: bound to port %s", what, strconv.Itoa(port))
+		}
+	}
+	return nil
+}

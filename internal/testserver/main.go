@@ -1,0 +1,188 @@
+// Command testserver is the application the restart tests build and run.
+// Its behaviour is set by environment variables, and at each start by the
+// contents of $TS_MODE_FILE, so that a test can make one successor fail:
+//
+//	exit     exit with status 3 before serving
+//	panic    panic before serving
+//	hang     never start serving
+//
+// Other variables: PORT, PIDFILE, TS_EVENTS (a file events are appended
+// to), TS_START_DELAY, TS_SHUTDOWN_TIMEOUT, TS_START_TIMEOUT,
+// TS_HOOK_TIMEOUT, TS_DRAIN_IDLE (durations), TS_HOOKS (comma-separated
+// "log", "panic", "block"), TS_UNIX (an extra Unix socket), TS_ADMIN (an
+// extra TCP address), TS_VERSION (sent as X-Version).
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gograceful/graceful"
+)
+
+var (
+	pid      = strconv.Itoa(os.Getpid())
+	inflight atomic.Int64
+)
+
+func event(format string, args ...any) {
+	path := os.Getenv("TS_EVENTS")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, pid+" "+format+"\n", args...)
+}
+
+func dur(name string) time.Duration {
+	d, _ := time.ParseDuration(os.Getenv(name))
+	return d
+}
+
+func main() {
+	mode := ""
+	if p := os.Getenv("TS_MODE_FILE"); p != "" {
+		b, _ := os.ReadFile(p)
+		mode = strings.TrimSpace(string(b))
+	}
+	switch mode {
+	case "exit":
+		fmt.Fprintln(os.Stderr, "testserver: configured to fail: exiting")
+		os.Exit(3)
+	case "panic":
+		panic("testserver: configured to panic")
+	case "hang":
+		fmt.Fprintln(os.Stderr, "testserver: configured to hang")
+		select {}
+	}
+	time.Sleep(dur("TS_START_DELAY"))
+
+	srv := &graceful.Server{
+		Server:           &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT")},
+		PIDFile:          os.Getenv("PIDFILE"),
+		ShutdownTimeout:  dur("TS_SHUTDOWN_TIMEOUT"),
+		StartTimeout:     dur("TS_START_TIMEOUT"),
+		HookTimeout:      dur("TS_HOOK_TIMEOUT"),
+		DrainIdleTimeout: dur("TS_DRAIN_IDLE"),
+	}
+	if p := os.Getenv("TS_UNIX"); p != "" {
+		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart)})
+	}
+	if a := os.Getenv("TS_ADMIN"); a != "" {
+		srv.Extra = append(srv.Extra, &http.Server{Addr: a, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Pid", pid)
+			fmt.Fprintln(w, "admin")
+		})})
+	}
+	for i, h := range strings.Split(os.Getenv("TS_HOOKS"), ",") {
+		switch h {
+		case "log":
+			srv.OnRestart(func() { event("hook %d inflight=%d", i, inflight.Load()) })
+		case "panic":
+			srv.OnRestart(func() { panic("hook panics") })
+		case "block":
+			srv.OnRestart(func() { select {} })
+		}
+	}
+	srv.Handler = routes(srv.Restart)
+	event("serving")
+	err := srv.ListenAndServe()
+	event("returned %v", err)
+	if err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+func routes(restart func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/restart", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, restart())
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s\n", pid)
+	})
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		// Headers first, so that a client knows the request is in flight.
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		fmt.Fprintf(w, "slept %d\n", ms)
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "tick %d\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-tick.C:
+			case <-graceful.Draining(r.Context()):
+				fmt.Fprintln(w, "draining")
+				return
+			}
+		}
+		fmt.Fprintln(w, "done")
+	})
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		obey := r.URL.Query().Get("obey") == "1"
+		drain := graceful.Draining(r.Context())
+		c, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(rw, "hijacked %s\n", pid)
+		rw.Flush()
+		if obey {
+			<-drain
+			fmt.Fprintln(c, "bye")
+			c.Close()
+			return
+		}
+		go func() {
+			defer c.Close()
+			s := bufio.NewScanner(c)
+			for s.Scan() {
+				fmt.Fprintf(c, "echo %s\n", s.Text())
+			}
+		}()
+	})
+	mux.HandleFunc("/fds", func(w http.ResponseWriter, r *http.Request) {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, len(ents))
+	})
+	mux.HandleFunc("/childenv", func(w http.ResponseWriter, r *http.Request) {
+		out, err := exec.Command("sh", "-c", `echo "inherit=$GRACEFUL_INHERIT"; ls /proc/self/fd | wc -l`).Output()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(out)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		w.Header().Set("X-Pid", pid)
+		if v := os.Getenv("TS_VERSION"); v != "" {
+			w.Header().Set("X-Version", v)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,423 @@
+package graceful
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// runner is one serving run of a Server. Its loop goroutine owns the
+// restart state (serving, successor starting, draining); signals, Restart
+// and Shutdown reach it over channels, so a request that arrives in the
+// middle of a restart is answered by the state it finds, not by a lock.
+type runner struct {
+	s     *Server
+	log   *slog.Logger
+	inh   *inheritance
+	track *tracker
+
+	served   []*served
+	draining atomic.Bool
+	drainCh  chan struct{}
+
+	reqs     chan request
+	serveErr chan error
+	sigs     chan os.Signal
+	finished chan struct{}
+}
+
+// served is one listener and the server that serves it.
+type served struct {
+	srv      *http.Server
+	l        net.Listener // as listened on, before tracking and TLS
+	key      lnKey
+	useTLS   bool
+	certFile string
+	keyFile  string
+}
+
+type reqKind int
+
+const (
+	reqRestart reqKind = iota
+	reqShutdown
+)
+
+type request struct {
+	kind reqKind
+	done chan error // buffered: the loop never blocks on a reply
+}
+
+// start listens, tells a predecessor it is ready (or writes the pidfile),
+// serves, and runs the loop until the server is replaced or stopped.
+func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) error {
+	if s.Server == nil {
+		return errors.New("graceful: Server.Server is nil")
+	}
+	s.mu.Lock()
+	if s.run != nil {
+		s.mu.Unlock()
+		return errors.New("graceful: server is already serving")
+	}
+	r := &runner{
+		s:        s,
+		log:      s.logger(),
+		track:    newTracker(),
+		drainCh:  make(chan struct{}),
+		reqs:     make(chan request),
+		sigs:     make(chan os.Signal, 4),
+		finished: make(chan struct{}),
+	}
+	s.run = r
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.run = nil
+		s.mu.Unlock()
+		close(r.finished)
+	}()
+
+	inh, err := inherited()
+	if err != nil {
+		return err
+	}
+	r.inh = inh
+	if inh.stale != "" {
+		r.log.Warn("graceful: " + inh.stale)
+	}
+	if err := r.listen(l, useTLS, certFile, keyFile); err != nil {
+		r.closeListeners()
+		return err
+	}
+	for _, a := range inh.closeUnclaimed() {
+		r.log.Info("graceful: closed an inherited listener no server asked for", "addr", a)
+	}
+	notifySignals(r.sigs)
+	defer stopSignals(r.sigs)
+
+	if inh.ctrl != nil {
+		if err := r.confirmReady(); err != nil {
+			r.closeListeners()
+			return err
+		}
+	} else if s.PIDFile != "" {
+		if err := writePIDFile(s.PIDFile, os.Getpid()); err != nil {
+			r.closeListeners()
+			return err
+		}
+	}
+	r.serve()
+	return r.loop()
+}
+
+// listen obtains a listener for the main server and for each Extra one.
+func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) error {
+	s := r.s
+	main := &served{srv: s.Server, useTLS: useTLS, certFile: certFile, keyFile: keyFile}
+	if useTLS && (certFile != "" || keyFile != "") {
+		// Fail before telling a predecessor we are ready, not after.
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return fmt.Errorf("graceful: TLS key pair: %w", err)
+		}
+	}
+	if l != nil {
+		main.l = l
+	} else {
+		addr := s.Addr
+		if addr == "" && useTLS {
+			addr = ":https"
+		}
+		var err error
+		if main.l, err = Listen("tcp", addr); err != nil {
+			return err
+		}
+	}
+	r.served = append(r.served, main)
+	for i, x := range s.Extra {
+		if x == nil {
+			return fmt.Errorf("graceful: Extra[%d] is nil", i)
+		}
+		xl, err := Listen("tcp", x.Addr)
+		if err != nil {
+			return err
+		}
+		r.served = append(r.served, &served{srv: x, l: xl, useTLS: hasCert(x.TLSConfig)})
+	}
+	for _, sv := range r.served {
+		sv.key = r.inh.keyOf(sv.l)
+	}
+	return nil
+}
+
+func hasCert(c *tls.Config) bool {
+	return c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil)
+}
+
+// closeListeners closes every listener of the run, for a run that ends
+// before serving.
+func (r *runner) closeListeners() {
+	for _, sv := range r.served {
+		if sv.l != nil {
+			r.inh.forget(sv.l)
+			sv.l.Close()
+		}
+	}
+}
+
+// serve wraps each server's hooks and starts serving every listener.
+func (r *runner) serve() {
+	r.serveErr = make(chan error, len(r.served))
+	for _, sv := range r.served {
+		srv := sv.srv
+		h := srv.Handler
+		if h == nil {
+			h = http.DefaultServeMux
+		}
+		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if r.draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			h.ServeHTTP(w, req)
+		})
+		userState := srv.ConnState
+		srv.ConnState = func(c net.Conn, st http.ConnState) {
+			r.track.connState(c, st)
+			if userState != nil {
+				userState(c, st)
+			}
+		}
+		userBase := srv.BaseContext
+		srv.BaseContext = func(l net.Listener) context.Context {
+			ctx := context.Background()
+			if userBase != nil {
+				ctx = userBase(l)
+			}
+			return context.WithValue(ctx, drainKey{}, r.drainCh)
+		}
+		tl := &trackedListener{Listener: sv.l, t: r.track}
+		go func(sv *served) {
+			var err error
+			if sv.useTLS {
+				err = srv.ServeTLS(tl, sv.certFile, sv.keyFile)
+			} else {
+				err = srv.Serve(tl)
+			}
+			r.serveErr <- fmt.Errorf("graceful: serving %s %s: %w", sv.key.network, sv.key.addr, err)
+		}(sv)
+	}
+	r.log.Info("graceful: serving", "pid", os.Getpid(), "addrs", r.addrs())
+}
+
+func (r *runner) addrs() []string {
+	var a []string
+	for _, sv := range r.served {
+		a = append(a, sv.l.Addr().Network()+":"+sv.l.Addr().String())
+	}
+	return a
+}
+
+// call hands a request to the loop and waits for its answer.
+func (r *runner) call(ctx context.Context, kind reqKind) error {
+	req := request{kind: kind, done: make(chan error, 1)}
+	select {
+	case r.reqs <- req:
+	case <-r.finished:
+		return ErrNotServing
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop owns the restart state until the run ends.
+func (r *runner) loop() error {
+	var (
+		succ    *successor   // non-nil while a successor is starting
+		waiters []chan error // Restart calls waiting on succ
+	)
+	answer := func(err error) {
+		for _, w := range waiters {
+			w <- err
+		}
+		waiters = nil
+	}
+	abort := func(why string) {
+		if succ != nil {
+			succ.abort()
+			r.log.Warn("graceful: restart abandoned", "successor", succ.pid(), "reason", why)
+			answer(fmt.Errorf("graceful: restart abandoned: %s", why))
+			succ = nil
+		}
+	}
+	for {
+		var succDone <-chan error
+		if succ != nil {
+			succDone = succ.result
+		}
+		select {
+		case sig := <-r.sigs:
+			switch {
+			case isRestartSignal(sig):
+				if succ != nil {
+					r.log.Warn("graceful: restart signal ignored: a restart is already in progress", "signal", sig.String(), "successor", succ.pid())
+					continue
+				}
+				r.log.Info("graceful: restart requested", "signal", sig.String())
+				var err error
+				if succ, err = r.startSuccessor(); err != nil {
+					r.log.Error("graceful: restart failed; still serving", "err", err)
+				}
+			default:
+				abort("received " + sig.String())
+				return r.stop(nil, sig.String())
+			}
+		case req := <-r.reqs:
+			switch req.kind {
+			case reqRestart:
+				if succ != nil {
+					req.done <- ErrRestartInProgress
+					continue
+				}
+				r.log.Info("graceful: restart requested", "by", "Restart")
+				var err error
+				if succ, err = r.startSuccessor(); err != nil {
+					r.log.Error("graceful: restart failed; still serving", "err", err)
+					req.done <- err
+					continue
+				}
+				waiters = append(waiters, req.done)
+			case reqShutdown:
+				abort("Shutdown called")
+				return r.stop(req.done, "Shutdown")
+			}
+		case err := <-succDone:
+			if err == nil {
+				err = r.handOver(succ)
+			}
+			if err != nil {
+				r.log.Error("graceful: restart failed; still serving", "err", err)
+				answer(err)
+				succ = nil
+				continue
+			}
+			answer(nil)
+			return r.retire(succ)
+		case err := <-r.serveErr:
+			r.log.Error("graceful: serving failed", "err", err)
+			abort("serving failed")
+			r.stop(nil, "serving failed")
+			return err
+		}
+	}
+}
+
+// stop drains for good: no successor takes over.
+func (r *runner) stop(done chan error, why string) error {
+	r.log.Info("graceful: shutting down", "reason", why, "pid", os.Getpid())
+	waiters := r.drain(true)
+	if r.s.PIDFile != "" {
+		removePIDFile(r.s.PIDFile, os.Getpid())
+	}
+	r.log.Info("graceful: stopped", "pid", os.Getpid())
+	if done != nil {
+		done <- nil
+	}
+	for _, w := range waiters {
+		w <- nil
+	}
+	return http.ErrServerClosed
+}
+
+// retire drains after a successor took over, then runs the hooks.
+func (r *runner) retire(succ *successor) error {
+	r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
+	waiters := r.drain(false)
+	r.s.mu.Lock()
+	hooks := append([]func(){}, r.s.hooks...)
+	r.s.mu.Unlock()
+	runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
+	succ.release()
+	r.log.Info("graceful: retired", "pid", os.Getpid())
+	for _, w := range waiters {
+		w <- nil
+	}
+	return http.ErrServerClosed
+}
+
+// drainTick is how often the drain looks at its connections.
+const drainTick = 10 * time.Millisecond
+
+// drain stops accepting, lets every connection finish, and returns the
+// Shutdown calls that arrived meanwhile. final says no successor holds the
+// listening sockets, so Unix socket files are removed.
+func (r *runner) drain(final bool) []chan error {
+	r.draining.Store(true)
+	close(r.drainCh)
+	for _, sv := range r.served {
+		r.inh.forget(sv.l)
+		sv.l.Close()
+		if ua, ok := sv.l.Addr().(*net.UnixAddr); ok && final {
+			os.Remove(ua.Name)
+		}
+	}
+	timeout := durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainTick)
+	defer tick.Stop()
+	grace := int64(durationOr(r.s.DrainIdleTimeout, DefaultDrainIdleTimeout) / drainTick)
+	marks := map[*trackedConn]idleMark{}
+	var waiters []chan error
+	start := time.Now()
+	for i := int64(0); ; i++ {
+		n := r.track.sweep(marks, i, grace)
+		if n == 0 {
+			break
+		}
+		forced := false
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			r.log.Warn("graceful: drain timed out; closing the remaining connections", "timeout", timeout, "connections", n)
+			forced = true
+		case sig := <-r.sigs:
+			if isRestartSignal(sig) {
+				r.log.Warn("graceful: restart signal ignored: draining", "signal", sig.String())
+				continue
+			}
+			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String(), "connections", n)
+			forced = true
+		case req := <-r.reqs:
+			if req.kind == reqRestart {
+				req.done <- ErrDraining
+			} else {
+				waiters = append(waiters, req.done)
+			}
+		}
+		if forced {
+			r.track.closeAll()
+			break
+		}
+	}
+	for _, sv := range r.served {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := sv.srv.Shutdown(ctx); err != nil {
+			sv.srv.Close()
+		}
+		cancel()
+	}
+	r.log.Info("graceful: drained", "pid", os.Getpid(), "took", time.Since(start).Round(time.Millisecond))
+	return waiters
+}
