@@ -151,12 +151,6 @@ func (t *tracker) closeAll() {
 	}
 }
 
-func (t *tracker) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
-}
-
 // trackedListener hands out trackedConns.
 type trackedListener struct {
 	net.Listener

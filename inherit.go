@@ -1,7 +1,6 @@
 package graceful
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -143,6 +142,3 @@ func positive(s, what string, limit int) (int, error) {
 	}
 	return n, nil
 }
-
-// errStale reports an inherited description written for another process.
-var errStale = errors.New("stale")

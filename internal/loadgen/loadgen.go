@@ -62,7 +62,6 @@ type Gen struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	res    []Sample
-	count  int64
 }
 
 // Start starts the clients.
@@ -116,6 +115,16 @@ func (g *Gen) Stop() *Result {
 	stopped := time.Now()
 	g.cancel()
 	g.wg.Wait()
+	sort.Slice(g.res, func(i, j int) bool { return g.res[i].Start.Before(g.res[j].Start) })
+	return &Result{Samples: g.res, Stopped: stopped}
+}
+
+// Wait waits until the clients stop by themselves, at Duration or
+// MaxRequests, and returns every sample.
+func (g *Gen) Wait() *Result {
+	g.wg.Wait()
+	stopped := time.Now()
+	g.cancel()
 	sort.Slice(g.res, func(i, j int) bool { return g.res[i].Start.Before(g.res[j].Start) })
 	return &Result{Samples: g.res, Stopped: stopped}
 }

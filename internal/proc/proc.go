@@ -88,6 +88,7 @@ func Start(bin, dir string, env []string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Bin: bin, Port: port, PIDFile: filepath.Join(dir, "server.pid"), Output: &Buffer{}}
+	os.Remove(s.PIDFile)
 	s.Cmd = exec.Command(bin)
 	s.Cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "PIDFILE=" + s.PIDFile, "GORACE=atexit_sleep_ms=0"}, env...)...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Output, s.Output

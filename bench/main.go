@@ -1,0 +1,339 @@
+//go:build linux
+
+// Command bench measures graceful against plain net/http on this machine,
+// in one run: throughput with no restarts, and what N hot restarts under
+// load cost. All load is on loopback, bounded in time.
+//
+//	cd bench && go run . -out results
+//
+// writes results/hotrestart.md and results/hotrestart.json. With -short it
+// is a smoke test: a few restarts, exit status 1 if any request failed.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gograceful/graceful/internal/loadgen"
+	"github.com/gograceful/graceful/internal/proc"
+)
+
+type config struct {
+	Restarts    int           `json:"restarts"`
+	Rounds      int           `json:"rounds"`
+	RoundTime   time.Duration `json:"round_time_ns"`
+	Concurrency int           `json:"concurrency"`
+	SlowMS      int           `json:"slow_ms"`
+}
+
+type throughput struct {
+	Clients     string    `json:"clients"`
+	Plain       []float64 `json:"plain_rps"`
+	Graceful    []float64 `json:"graceful_rps"`
+	Ratio       float64   `json:"ratio"`
+	PlainP99    float64   `json:"plain_p99_ms"`
+	GracefulP99 float64   `json:"graceful_p99_ms"`
+}
+
+type restarts struct {
+	Count          int            `json:"restarts"`
+	Requests       int            `json:"requests"`
+	Failed         int            `json:"failed"`
+	Failures       map[string]int `json:"failures"`
+	FirstNewMedian float64        `json:"signal_to_first_new_response_median_ms"`
+	FirstNewMax    float64        `json:"signal_to_first_new_response_max_ms"`
+	SteadyP50      float64        `json:"steady_p50_ms"`
+	SteadyP99      float64        `json:"steady_p99_ms"`
+	RestartP99     float64        `json:"restart_window_p99_ms"`
+	RestartMax     float64        `json:"restart_window_max_ms"`
+	SlowExtraMax   float64        `json:"slow_request_extra_max_ms"`
+	LongestGap     float64        `json:"longest_gap_ms"`
+	DrainMedian    float64        `json:"old_process_gone_median_ms"`
+	FDFirst        int            `json:"fds_first_process_idle"`
+	FDLast         int            `json:"fds_last_process_idle"`
+	Leftovers      int            `json:"leftover_processes"`
+}
+
+type report struct {
+	Date       string       `json:"date"`
+	Machine    string       `json:"machine"`
+	Config     config       `json:"config"`
+	Throughput []throughput `json:"throughput"`
+	Restarts   restarts     `json:"hot_restarts"`
+}
+
+func main() {
+	var cfg config
+	short := flag.Bool("short", false, "smoke test: few restarts, short rounds, fail on any failed request")
+	out := flag.String("out", "", "directory to write hotrestart.md and hotrestart.json to")
+	flag.IntVar(&cfg.Restarts, "restarts", 20, "hot restarts under load")
+	flag.IntVar(&cfg.Rounds, "rounds", 5, "throughput rounds per target, alternating")
+	flag.DurationVar(&cfg.RoundTime, "round", 3*time.Second, "length of a throughput round")
+	flag.IntVar(&cfg.Concurrency, "c", 8, "clients for the throughput rounds")
+	flag.IntVar(&cfg.SlowMS, "slow", 200, "length of the slow requests in flight across restarts, ms")
+	flag.Parse()
+	if *short {
+		cfg.Restarts, cfg.Rounds, cfg.RoundTime = 5, 1, time.Second
+	}
+	if err := run(cfg, *out, *short); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config, out string, short bool) error {
+	if err := proc.BecomeSubreaper(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "graceful-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bins := map[string]string{}
+	for _, name := range []string{"plain", "graceful"} {
+		bins[name] = filepath.Join(dir, name)
+		if err := proc.Build(".", "./targets/"+name, bins[name]); err != nil {
+			return err
+		}
+	}
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg}
+
+	for _, clients := range []string{"keep-alive", "new connection"} {
+		tp, err := measureThroughput(cfg, bins, dir, clients)
+		if err != nil {
+			return err
+		}
+		rep.Throughput = append(rep.Throughput, tp)
+	}
+	if rep.Restarts, err = measureRestarts(cfg, bins["graceful"], dir); err != nil {
+		return err
+	}
+
+	md := markdown(rep)
+	fmt.Print(md)
+	if out != "" {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return err
+		}
+		js, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(filepath.Join(out, "hotrestart.json"), append(js, '\n'), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, "hotrestart.md"), []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
+	if short && (rep.Restarts.Failed > 0 || rep.Restarts.Leftovers > 0) {
+		return fmt.Errorf("%d failed requests, %d leftover processes", rep.Restarts.Failed, rep.Restarts.Leftovers)
+	}
+	return nil
+}
+
+// measureThroughput alternates rounds of the same closed-loop load on the
+// plain and the graceful target.
+func measureThroughput(cfg config, bins map[string]string, dir, clients string) (throughput, error) {
+	tp := throughput{Clients: clients}
+	var lat = map[string][]time.Duration{}
+	for i := 0; i < cfg.Rounds; i++ {
+		for _, name := range []string{"plain", "graceful"} {
+			s, err := proc.Start(bins[name], dir, nil)
+			if err != nil {
+				return tp, err
+			}
+			lc := loadgen.Config{Addr: s.Addr(), Duration: cfg.RoundTime}
+			if clients == "keep-alive" {
+				lc.KeepAlive = cfg.Concurrency
+			} else {
+				lc.Fresh = cfg.Concurrency
+			}
+			begin := time.Now()
+			res := loadgen.Start(lc).Wait()
+			rps := float64(res.Requests()-res.Failed()) / time.Since(begin).Seconds()
+			syscall.Kill(s.PID(), syscall.SIGKILL)
+			proc.WaitGone(s.PID(), 10*time.Second)
+			if name == "plain" {
+				tp.Plain = append(tp.Plain, rps)
+			} else {
+				tp.Graceful = append(tp.Graceful, rps)
+			}
+			lat[name] = append(lat[name], res.Latencies(nil)...)
+		}
+	}
+	tp.Ratio = sum(tp.Graceful) / sum(tp.Plain)
+	for name, l := range lat {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		if name == "plain" {
+			tp.PlainP99 = ms(loadgen.Quantile(l, 0.99))
+		} else {
+			tp.GracefulP99 = ms(loadgen.Quantile(l, 0.99))
+		}
+	}
+	return tp, nil
+}
+
+// measureRestarts sends hot restarts to the graceful target under load.
+func measureRestarts(cfg config, bin, dir string) (restarts, error) {
+	r := restarts{Count: cfg.Restarts}
+	s, err := proc.Start(bin, dir, nil)
+	if err != nil {
+		return r, err
+	}
+	defer s.Kill()
+	r.FDFirst, _ = proc.FDCount(s.PID())
+	gen := loadgen.Start(loadgen.Config{
+		Addr: s.Addr(), KeepAlive: 4, Fresh: 2, Slow: 2,
+		SlowPath: fmt.Sprintf("/sleep?ms=%d", cfg.SlowMS),
+		Duration: 5*time.Minute + time.Duration(cfg.Restarts)*time.Second,
+	})
+	steadyFrom := time.Now()
+	time.Sleep(time.Second) // steady-state measuring period
+	steadyTo := time.Now()
+
+	type restart struct {
+		signal, gone time.Time
+		newPID       string
+	}
+	var rs []restart
+	var drains []time.Duration
+	for i := 0; i < cfg.Restarts; i++ {
+		at := time.Now()
+		old, pid, err := s.Restart(30 * time.Second)
+		if err != nil {
+			gen.Stop()
+			return r, fmt.Errorf("restart %d: %w\n%s", i+1, err, s.Output)
+		}
+		if err := proc.WaitGone(old, 60*time.Second); err != nil {
+			gen.Stop()
+			return r, err
+		}
+		rs = append(rs, restart{signal: at, gone: time.Now(), newPID: fmt.Sprint(pid)})
+		drains = append(drains, time.Since(at))
+		time.Sleep(200 * time.Millisecond) // spacing between restarts, part of the load's shape
+	}
+	res := gen.Stop()
+	// Descriptors of the last process once the clients have hung up.
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if r.FDLast, _ = proc.FDCount(s.PID()); r.FDLast <= r.FDFirst {
+			break
+		}
+	}
+	if err := s.Stop(30 * time.Second); err != nil {
+		return r, err
+	}
+	r.Leftovers = len(proc.Running(bin))
+
+	r.Requests, r.Failed, r.Failures = res.Requests(), res.Failed(), res.Failures()
+	var firstNew []time.Duration
+	for _, x := range rs {
+		for _, sm := range res.Samples {
+			if sm.Fail == "" && sm.PID == x.newPID {
+				firstNew = append(firstNew, sm.Start.Add(sm.Latency).Sub(x.signal))
+				break
+			}
+		}
+	}
+	sortD(firstNew)
+	r.FirstNewMedian, r.FirstNewMax = ms(loadgen.Quantile(firstNew, 0.5)), ms(last(firstNew))
+	steady := res.Latencies(func(sm loadgen.Sample) bool { return sm.Start.After(steadyFrom) && sm.Start.Before(steadyTo) })
+	r.SteadyP50, r.SteadyP99 = ms(loadgen.Quantile(steady, 0.5)), ms(loadgen.Quantile(steady, 0.99))
+	inWindow := func(sm loadgen.Sample) bool {
+		for _, x := range rs {
+			if (loadgen.Window{From: x.signal, To: x.gone}).In(sm) {
+				return true
+			}
+		}
+		return false
+	}
+	during := res.Latencies(inWindow)
+	r.RestartP99, r.RestartMax = ms(loadgen.Quantile(during, 0.99)), ms(last(during))
+	for _, sm := range res.Samples {
+		if sm.Slow && sm.Fail == "" && inWindow(sm) {
+			r.SlowExtraMax = max(r.SlowExtraMax, ms(sm.Latency)-float64(cfg.SlowMS))
+		}
+	}
+	r.LongestGap = ms(res.LongestGap())
+	sortD(drains)
+	r.DrainMedian = ms(loadgen.Quantile(drains, 0.5))
+	return r, nil
+}
+
+func markdown(rep report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# graceful hot-restart benchmark\n\n%s, %s. Command: `cd bench && go run . %s`.\n\n", rep.Date, rep.Machine, strings.Join(os.Args[1:], " "))
+	fmt.Fprintf(&b, "## Throughput, no restarts (%d clients, %d × %s rounds each, alternating)\n\n", rep.Config.Concurrency, rep.Config.Rounds, rep.Config.RoundTime)
+	fmt.Fprintln(&b, "| clients | plain net/http req/s | graceful req/s | ratio | plain p99 | graceful p99 |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
+	for _, t := range rep.Throughput {
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** | %.2f ms | %.2f ms |\n", t.Clients, sum(t.Plain)/float64(len(t.Plain)), sum(t.Graceful)/float64(len(t.Graceful)), t.Ratio, t.PlainP99, t.GracefulP99)
+	}
+	r := rep.Restarts
+	fmt.Fprintf(&b, "\n## %d hot restarts (SIGUSR2) under load\n\n", r.Count)
+	fmt.Fprintf(&b, "Load: 4 keep-alive POST clients that never retry, 2 new-connection clients, 2 clients of %d ms requests.\n\n", rep.Config.SlowMS)
+	fmt.Fprintln(&b, "| measure | value |")
+	fmt.Fprintln(&b, "|---|---:|")
+	fmt.Fprintf(&b, "| requests | %d |\n", r.Requests)
+	fmt.Fprintf(&b, "| failed requests | **%d** %s |\n", r.Failed, kinds(r.Failures))
+	fmt.Fprintf(&b, "| signal → first response from the new PID, median / max | %.1f / %.1f ms |\n", r.FirstNewMedian, r.FirstNewMax)
+	fmt.Fprintf(&b, "| steady-state p50 / p99 | %.2f / %.2f ms |\n", r.SteadyP50, r.SteadyP99)
+	fmt.Fprintf(&b, "| during restarts p99 / max | %.2f / %.2f ms |\n", r.RestartP99, r.RestartMax)
+	fmt.Fprintf(&b, "| max − steady p99 | %.2f ms |\n", r.RestartMax-r.SteadyP99)
+	fmt.Fprintf(&b, "| slow requests across a restart: most added latency | %.2f ms |\n", r.SlowExtraMax)
+	fmt.Fprintf(&b, "| longest stretch with no successful response | %.2f ms |\n", r.LongestGap)
+	fmt.Fprintf(&b, "| signal → old process gone, median | %.0f ms |\n", r.DrainMedian)
+	fmt.Fprintf(&b, "| descriptors of the first process before load / the last after it | %d / %d |\n", r.FDFirst, r.FDLast)
+	fmt.Fprintf(&b, "| leftover processes | %d |\n", r.Leftovers)
+	return b.String()
+}
+
+func kinds(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs, %s %s/%s", model, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func sum(x []float64) float64 {
+	s := 0.0
+	for _, v := range x {
+		s += v
+	}
+	return s
+}
+
+func sortD(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+
+func last(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return d[len(d)-1]
+}

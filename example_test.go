@@ -1,0 +1,89 @@
+package graceful_test
+
+import (
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	"github.com/gograceful/graceful"
+)
+
+// The one-line drop-in for http.ListenAndServe. SIGUSR2 hot-restarts the
+// process; SIGTERM drains it and exits 0.
+func ExampleListenAndServe() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello")
+	})
+	log.Fatal(graceful.ListenAndServe(":8080", mux))
+}
+
+// A Server with a pidfile, bounds on restarts, and an admin port on a Unix
+// socket that survives restarts with the main port.
+func ExampleServer() {
+	srv := &graceful.Server{
+		Server:          &http.Server{Addr: ":8080", Handler: http.DefaultServeMux},
+		Extra:           []*http.Server{{Addr: "unix:/run/app/admin.sock", Handler: http.NotFoundHandler()}},
+		PIDFile:         "/run/app/app.pid",
+		ShutdownTimeout: 20 * time.Second,
+		StartTimeout:    30 * time.Second,
+	}
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+// OnRestart hooks run in the replaced process once it has drained, so they
+// may close what handlers were using.
+func ExampleServer_OnRestart() {
+	logFile := &closer{name: "access.log"}
+	srv := &graceful.Server{Server: &http.Server{Addr: ":8080"}}
+	srv.OnRestart(func() {
+		logFile.Close() // no request is being served any more
+	})
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+type closer struct{ name string }
+
+func (c *closer) Close() error { return nil }
+
+// A server-sent events handler that ends its stream when the process
+// begins to drain, so the client reconnects to the successor at once
+// instead of holding the old process until ShutdownTimeout.
+func ExampleDraining() {
+	events := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case t := <-tick.C:
+				fmt.Fprintf(w, "data: %s\n\n", t.Format(time.RFC3339))
+				w.(http.Flusher).Flush()
+			case <-graceful.Draining(r.Context()):
+				fmt.Fprint(w, "event: reconnect\ndata: server restarting\n\n")
+				return
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	log.Fatal(graceful.ListenAndServe(":8080", http.HandlerFunc(events)))
+}
+
+// Listen returns the listener inherited from the predecessor when there is
+// one, so a server built on its own listener survives restarts too.
+func ExampleListen() {
+	l, err := graceful.Listen("tcp", "127.0.0.1:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &graceful.Server{Server: &http.Server{Handler: http.DefaultServeMux}}
+	if err := srv.Serve(l); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
