@@ -15,9 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,9 +38,12 @@ type config struct {
 
 type throughput struct {
 	Clients     string    `json:"clients"`
+	Tool        string    `json:"tool"`
 	Plain       []float64 `json:"plain_rps"`
 	Graceful    []float64 `json:"graceful_rps"`
-	Ratio       float64   `json:"ratio"`
+	Ratio       float64   `json:"ratio"` // median of the per-round ratios
+	RatioMin    float64   `json:"ratio_min"`
+	RatioMax    float64   `json:"ratio_max"`
 	PlainP99    float64   `json:"plain_p99_ms"`
 	GracefulP99 float64   `json:"graceful_p99_ms"`
 }
@@ -75,13 +80,13 @@ func main() {
 	short := flag.Bool("short", false, "smoke test: few restarts, short rounds, fail on any failed request")
 	out := flag.String("out", "", "directory to write hotrestart.md and hotrestart.json to")
 	flag.IntVar(&cfg.Restarts, "restarts", 20, "hot restarts under load")
-	flag.IntVar(&cfg.Rounds, "rounds", 5, "throughput rounds per target, alternating")
-	flag.DurationVar(&cfg.RoundTime, "round", 3*time.Second, "length of a throughput round")
+	flag.IntVar(&cfg.Rounds, "rounds", 10, "throughput rounds per target, alternating")
+	flag.DurationVar(&cfg.RoundTime, "round", 2*time.Second, "length of a throughput round")
 	flag.IntVar(&cfg.Concurrency, "c", 8, "clients for the throughput rounds")
 	flag.IntVar(&cfg.SlowMS, "slow", 200, "length of the slow requests in flight across restarts, ms")
 	flag.Parse()
 	if *short {
-		cfg.Restarts, cfg.Rounds, cfg.RoundTime = 5, 1, time.Second
+		cfg.Restarts, cfg.Rounds, cfg.RoundTime = 5, 2, time.Second
 	}
 	if err := run(cfg, *out, *short); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -139,45 +144,121 @@ func run(cfg config, out string, short bool) error {
 }
 
 // measureThroughput alternates rounds of the same closed-loop load on the
-// plain and the graceful target.
+// plain and the graceful target, with wrk where it is installed (it costs
+// the machine less than a Go client), else with loadgen.
 func measureThroughput(cfg config, bins map[string]string, dir, clients string) (throughput, error) {
-	tp := throughput{Clients: clients}
-	var lat = map[string][]time.Duration{}
+	tp := throughput{Clients: clients, Tool: "loadgen"}
+	wrk, _ := exec.LookPath("wrk")
+	if wrk != "" {
+		tp.Tool = "wrk"
+	}
+	// With taskset and two or more CPUs, the server gets CPU 0 alone and
+	// the load the other, so the server's own cost is what is measured.
+	var serverWrap, loadWrap []string
+	var env []string
+	if ts, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+		serverWrap, loadWrap = []string{ts, "-c", "0"}, []string{ts, "-c", "1-" + strconv.Itoa(runtime.NumCPU()-1)}
+		env = []string{"GOMAXPROCS=1"}
+		tp.Tool += ", server pinned to CPU 0 with GOMAXPROCS=1, load on the others"
+	}
+	p99 := map[string][]float64{}
+	var ratios []float64
 	for i := 0; i < cfg.Rounds; i++ {
 		for _, name := range []string{"plain", "graceful"} {
-			s, err := proc.Start(bins[name], dir, nil)
+			s, err := proc.StartWrapped(serverWrap, bins[name], dir, env)
 			if err != nil {
 				return tp, err
 			}
-			lc := loadgen.Config{Addr: s.Addr(), Duration: cfg.RoundTime}
-			if clients == "keep-alive" {
-				lc.KeepAlive = cfg.Concurrency
+			var rps, q99 float64
+			if wrk != "" {
+				rps, q99, err = runWrk(append(loadWrap, wrk), s.Addr(), cfg, clients == "keep-alive")
 			} else {
-				lc.Fresh = cfg.Concurrency
+				rps, q99 = runLoadgen(s.Addr(), cfg, clients == "keep-alive")
 			}
-			begin := time.Now()
-			res := loadgen.Start(lc).Wait()
-			rps := float64(res.Requests()-res.Failed()) / time.Since(begin).Seconds()
 			syscall.Kill(s.PID(), syscall.SIGKILL)
 			proc.WaitGone(s.PID(), 10*time.Second)
+			if err != nil {
+				return tp, err
+			}
 			if name == "plain" {
 				tp.Plain = append(tp.Plain, rps)
 			} else {
 				tp.Graceful = append(tp.Graceful, rps)
+				ratios = append(ratios, rps/tp.Plain[len(tp.Plain)-1])
 			}
-			lat[name] = append(lat[name], res.Latencies(nil)...)
+			p99[name] = append(p99[name], q99)
 		}
 	}
-	tp.Ratio = sum(tp.Graceful) / sum(tp.Plain)
-	for name, l := range lat {
-		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-		if name == "plain" {
-			tp.PlainP99 = ms(loadgen.Quantile(l, 0.99))
-		} else {
-			tp.GracefulP99 = ms(loadgen.Quantile(l, 0.99))
-		}
+	sort.Float64s(ratios)
+	tp.Ratio, tp.RatioMin, tp.RatioMax = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
+	if len(ratios)%2 == 0 {
+		tp.Ratio = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
 	}
+	tp.PlainP99, tp.GracefulP99 = median(p99["plain"]), median(p99["graceful"])
 	return tp, nil
+}
+
+func runLoadgen(addr string, cfg config, keepAlive bool) (rps, p99 float64) {
+	lc := loadgen.Config{Addr: addr, Duration: cfg.RoundTime}
+	if keepAlive {
+		lc.KeepAlive = cfg.Concurrency
+	} else {
+		lc.Fresh = cfg.Concurrency
+	}
+	begin := time.Now()
+	res := loadgen.Start(lc).Wait()
+	return float64(res.Requests()-res.Failed()) / time.Since(begin).Seconds(), ms(loadgen.Quantile(res.Latencies(nil), 0.99))
+}
+
+// runWrk runs wrk with two threads and returns its requests per second and
+// 99th percentile latency in ms.
+func runWrk(wrk []string, addr string, cfg config, keepAlive bool) (rps, p99 float64, err error) {
+	args := append(wrk[1:], "-t2", fmt.Sprintf("-c%d", cfg.Concurrency), fmt.Sprintf("-d%ds", int(cfg.RoundTime.Seconds())), "--latency")
+	if !keepAlive {
+		args = append(args, "-H", "Connection: close")
+	}
+	out, err := exec.Command(wrk[0], append(args, "http://"+addr+"/")...).CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			rps, _ = strconv.ParseFloat(f[1], 64)
+		case len(f) == 2 && f[0] == "99%":
+			p99 = parseWrkDuration(f[1])
+		case len(f) >= 4 && f[0] == "Socket" && f[1] == "errors:":
+			return 0, 0, fmt.Errorf("wrk saw errors: %s", l)
+		}
+	}
+	if rps == 0 {
+		return 0, 0, fmt.Errorf("no rate in wrk output:\n%s", out)
+	}
+	return rps, p99, nil
+}
+
+// parseWrkDuration turns wrk's "1.23ms", "456.00us" or "1.20s" into ms.
+func parseWrkDuration(s string) float64 {
+	for _, u := range []struct {
+		suffix string
+		ms     float64
+	}{{"us", 0.001}, {"ms", 1}, {"s", 1000}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f * u.ms
+		}
+	}
+	return 0
+}
+
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	y := append([]float64{}, x...)
+	sort.Float64s(y)
+	return y[len(y)/2]
 }
 
 // measureRestarts sends hot restarts to the graceful target under load.
@@ -270,10 +351,13 @@ func markdown(rep report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# graceful hot-restart benchmark\n\n%s, %s. Command: `cd bench && go run . %s`.\n\n", rep.Date, rep.Machine, strings.Join(os.Args[1:], " "))
 	fmt.Fprintf(&b, "## Throughput, no restarts (%d clients, %d × %s rounds each, alternating)\n\n", rep.Config.Concurrency, rep.Config.Rounds, rep.Config.RoundTime)
-	fmt.Fprintln(&b, "| clients | plain net/http req/s | graceful req/s | ratio | plain p99 | graceful p99 |")
+	if len(rep.Throughput) > 0 {
+		fmt.Fprintf(&b, "Load from %s.\n\n", rep.Throughput[0].Tool)
+	}
+	fmt.Fprintln(&b, "| clients | plain net/http req/s | graceful req/s | graceful / plain, median of rounds (min–max) | plain p99 | graceful p99 |")
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
 	for _, t := range rep.Throughput {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** | %.2f ms | %.2f ms |\n", t.Clients, sum(t.Plain)/float64(len(t.Plain)), sum(t.Graceful)/float64(len(t.Graceful)), t.Ratio, t.PlainP99, t.GracefulP99)
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", t.Clients, median(t.Plain), median(t.Graceful), t.Ratio, t.RatioMin, t.RatioMax, t.PlainP99, t.GracefulP99)
 	}
 	r := rep.Restarts
 	fmt.Fprintf(&b, "\n## %d hot restarts (SIGUSR2) under load\n\n", r.Count)
@@ -320,14 +404,6 @@ func machine() string {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func sum(x []float64) float64 {
-	s := 0.0
-	for _, v := range x {
-		s += v
-	}
-	return s
-}
 
 func sortD(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
 

@@ -83,13 +83,20 @@ func (b *Buffer) String() string {
 // Start starts bin with PORT and PIDFILE set (in dir) and the environment
 // given, and waits until the pidfile names it and it answers on the port.
 func Start(bin, dir string, env []string) (*Server, error) {
+	return StartWrapped(nil, bin, dir, env)
+}
+
+// StartWrapped is Start with bin run through a wrapper command that execs
+// it, such as taskset.
+func StartWrapped(wrapper []string, bin, dir string, env []string) (*Server, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{Bin: bin, Port: port, PIDFile: filepath.Join(dir, "server.pid"), Output: &Buffer{}}
 	os.Remove(s.PIDFile)
-	s.Cmd = exec.Command(bin)
+	argv := append(append([]string{}, wrapper...), bin)
+	s.Cmd = exec.Command(argv[0], argv[1:]...)
 	s.Cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "PIDFILE=" + s.PIDFile, "GORACE=atexit_sleep_ms=0"}, env...)...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Output, s.Output
 	if err := s.Cmd.Start(); err != nil {
