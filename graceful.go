@@ -44,6 +44,7 @@ const (
 	DefaultStartTimeout     = 60 * time.Second
 	DefaultHookTimeout      = 10 * time.Second
 	DefaultDrainIdleTimeout = time.Second
+	DefaultWorkerTimeout    = 60 * time.Second
 )
 
 var (
@@ -57,6 +58,9 @@ var (
 	ErrDraining = errors.New("graceful: the server is draining")
 	// ErrNotServing is returned by Restart when the server is not serving.
 	ErrNotServing = errors.New("graceful: the server is not serving")
+	// ErrNotMaster is returned by PhasedRestart outside a cluster's
+	// master, and by Restart in a worker: signal the master instead.
+	ErrNotMaster = errors.New("graceful: only the master of a cluster can do this")
 )
 
 // Server is an http.Server that can be restarted without losing requests.
@@ -110,9 +114,36 @@ type Server struct {
 	// Logger receives the server's own messages. Nil means slog.Default().
 	Logger *slog.Logger
 
-	mu    sync.Mutex
-	hooks []func()
-	run   *runner // set while serving
+	// Workers, when positive, runs the server as a cluster: this process
+	// becomes a master that holds the listening sockets and supervises
+	// Workers worker processes, each a new process of this program
+	// serving on the same sockets. The master serves nothing itself.
+	// SIGUSR1 (or PhasedRestart) replaces the workers one at a time;
+	// SIGUSR2 replaces the whole tree. Zero is single mode.
+	Workers int
+
+	// WorkerTimeout is how long a ready worker may go without a heartbeat
+	// before the master kills and replaces it. Zero means
+	// DefaultWorkerTimeout.
+	WorkerTimeout time.Duration
+
+	// WorkerBootTimeout bounds how long a worker may take to become ready.
+	// Zero means StartTimeout.
+	WorkerBootTimeout time.Duration
+
+	// Directory, if set, is where new processes are started from at every
+	// restart: their working directory is Directory as it resolves at
+	// that moment, and the executable is found through it. After a deploy
+	// moves a symbolic link such as /srv/app/current to a new release, the
+	// next restart runs the new release's binary. The executable must lie
+	// inside Directory.
+	Directory string
+
+	mu          sync.Mutex
+	hooks       []func()
+	bootHooks   []func()
+	workerHooks []func()
+	run         *runner // set while serving
 }
 
 // ListenAndServe listens on addr and serves handler, like

@@ -33,3 +33,14 @@ func runHooks(log *slog.Logger, hooks []func(), timeout time.Duration) {
 		timer.Stop()
 	}
 }
+
+// callHook runs f and turns a panic into an error.
+func callHook(f func()) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	f()
+	return nil
+}

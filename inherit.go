@@ -25,6 +25,12 @@ type inheritDesc struct {
 	Ctrl      int           // socket pair end for ready / go
 	Stderr    int           // the predecessor's own stderr
 	Listeners []inheritedLn // listening sockets
+
+	// Set when the process is a worker of a master (PPID).
+	Worker    bool
+	WorkerID  int
+	Gen       int // the phase the worker belongs to
+	Heartbeat int // heartbeat interval, ms
 }
 
 // inheritedLn is one inherited listening socket.
@@ -43,6 +49,11 @@ func (d *inheritDesc) encode() string {
 	for _, l := range d.Listeners {
 		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
 	}
+	if d.Worker {
+		v.Set("w", strconv.Itoa(d.WorkerID))
+		v.Set("gen", strconv.Itoa(d.Gen))
+		v.Set("hb", strconv.Itoa(d.Heartbeat))
+	}
 	return v.Encode()
 }
 
@@ -55,7 +66,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	for k, vs := range v {
 		switch k {
-		case "v", "ppid", "ctrl", "stderr":
+		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb":
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}
@@ -76,6 +87,20 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	if d.Stderr, err = positive(v.Get("stderr"), "stderr", maxInheritFD); err != nil {
 		return nil, err
+	}
+	if _, ok := v["w"]; ok {
+		d.Worker = true
+		if d.WorkerID, err = natural(v.Get("w"), "w"); err != nil {
+			return nil, err
+		}
+		if d.Gen, err = natural(v.Get("gen"), "gen"); err != nil {
+			return nil, err
+		}
+		if d.Heartbeat, err = positive(v.Get("hb"), "hb", 1<<30); err != nil {
+			return nil, err
+		}
+	} else if v.Has("gen") || v.Has("hb") {
+		return nil, fmt.Errorf("gen or hb without w")
 	}
 	seen := map[int]string{}
 	claim := func(fd int, what string) error {
@@ -130,6 +155,14 @@ func parseInherit(s string) (*inheritDesc, error) {
 		d.Listeners = append(d.Listeners, inheritedLn{FD: fd, Network: network, Addr: addr})
 	}
 	return d, nil
+}
+
+// natural parses a number in 0..1<<20.
+func natural(s, what string) (int, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	return positive(s, what, 1<<20)
 }
 
 func positive(s, what string, limit int) (int, error) {

@@ -4,3 +4,6 @@ package graceful
 
 // loadInheritance finds nothing to inherit where restarts are not supported.
 func loadInheritance() (*inheritance, error) { return nil, nil }
+
+// workerDesc is nil: there are no workers where restarts are not supported.
+func workerDesc() *inheritDesc { return nil }

@@ -16,6 +16,11 @@ func TestInheritRoundTrip(t *testing.T) {
 	got, err := parseInherit(d.encode())
 	require.NoError(t, err)
 	assert.Equal(t, d, got)
+
+	d.Worker, d.WorkerID, d.Gen, d.Heartbeat = true, 0, 3, 500
+	got, err = parseInherit(d.encode())
+	require.NoError(t, err)
+	assert.Equal(t, d, got)
 }
 
 func TestParseInheritRejects(t *testing.T) {
@@ -36,6 +41,9 @@ func TestParseInheritRejects(t *testing.T) {
 		"v=1&ppid=1&ctrl=3&stderr=4&l=4:tcp::80":             "already used",
 		"v=1&ppid=1&ctrl=3&stderr=4&l=5:tcp::80&l=6:tcp::80": "given twice",
 		"v=1&ppid=1&ctrl=3&stderr=4&l=99999999:tcp::80":      "not a number",
+		"v=1&ppid=1&ctrl=3&stderr=4&gen=1":                   "without w",
+		"v=1&ppid=1&ctrl=3&stderr=4&w=1&gen=1":               "hb missing",
+		"v=1&ppid=1&ctrl=3&stderr=4&w=-1&gen=1&hb=5":         "w",
 	} {
 		_, err := parseInherit(in)
 		if assert.Error(t, err, in) {
@@ -51,6 +59,7 @@ func FuzzParseInherit(f *testing.F) {
 	f.Add("v=1&ppid=7&ctrl=5&stderr=6&l=3%3Atcp%3A127.0.0.1%3A80&l=4%3Aunix%3A%2Ftmp%2Fa.sock")
 	f.Add("v=1&ppid=1&ctrl=3&stderr=4")
 	f.Add("garbage")
+	f.Add("v=1&ppid=7&ctrl=4&stderr=5&l=3%3Atcp%3A%3A8080&w=0&gen=2&hb=500")
 	f.Fuzz(func(t *testing.T, s string) {
 		d, err := parseInherit(s)
 		if err != nil {

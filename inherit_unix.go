@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,6 +87,19 @@ func takeInheritEnv() envSnapshot {
 	}
 	return snap
 }
+
+// workerDesc returns the description this process inherited as a worker of
+// a cluster, or nil.
+var workerDesc = sync.OnceValue(func() *inheritDesc {
+	if !inheritEnv.set {
+		return nil
+	}
+	d, err := parseInherit(inheritEnv.value)
+	if err != nil || !d.Worker || d.PPID != inheritEnv.ppid {
+		return nil
+	}
+	return d
+})
 
 // fds lists the descriptors of d, listeners first.
 func (d *inheritDesc) fds() []int {

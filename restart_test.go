@@ -76,6 +76,9 @@ func start(t *testing.T, bin string, env ...string) *proc.Server {
 	s, err := proc.Start(bin, t.TempDir(), env)
 	require.NoError(t, err)
 	t.Cleanup(func() {
+		if t.Failed() {
+			s.Dump()
+		}
 		s.Kill()
 		if t.Failed() {
 			t.Logf("server output:\n%s", s.Output)

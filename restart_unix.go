@@ -5,19 +5,15 @@ package graceful
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// startDir is the working directory the program started in, against which
-// a relative os.Args[0] is resolved.
-var startDir, _ = os.Getwd()
 
 // successor is a process started to take over, from its start until it is
 // ready or has failed. The hand-over protocol on the control socket pair:
@@ -28,6 +24,8 @@ var startDir, _ = os.Getwd()
 type successor struct {
 	cmd    *exec.Cmd
 	ctrl   *os.File
+	br     *bufio.Reader // reads ctrl
+	rel    release       // what it was started from
 	result chan error    // one value: nil when ready, else why it failed
 	exited chan struct{} // closed once the process is reaped
 	copied chan struct{} // closed once its captured stderr reached EOF
@@ -37,13 +35,28 @@ type successor struct {
 
 func (s *successor) pid() int { return s.cmd.Process.Pid }
 
-// startSuccessor starts a new process of the program's executable with the
-// same arguments, environment and working directory, and the listeners.
+func (s *successor) exe() string { return s.rel.exe }
+
+// spawnSpec says what process to start.
+type spawnSpec struct {
+	rel     release
+	timeout time.Duration // to become ready
+	worker  *inheritDesc  // worker fields, for a worker of this master
+}
+
+// startSuccessor starts a new process of the program to take over from
+// this one: a hot restart.
 func (r *runner) startSuccessor() (*successor, error) {
-	exe, err := executable()
+	rel, err := r.s.resolveRelease(r.exeRel, false)
 	if err != nil {
 		return nil, fmt.Errorf("graceful: restart: %w", err)
 	}
+	return r.spawn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
+}
+
+// spawn starts a new process of the program with the same arguments and
+// environment, and the listeners.
+func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	pair, err := socketpair()
 	if err != nil {
 		return nil, fmt.Errorf("graceful: restart: socketpair: %w", err)
@@ -59,24 +72,24 @@ func (r *runner) startSuccessor() (*successor, error) {
 	defer errW.Close()
 
 	desc := inheritDesc{PPID: os.Getpid()}
+	if sp.worker != nil {
+		desc.Worker, desc.WorkerID, desc.Gen, desc.Heartbeat = true, sp.worker.WorkerID, sp.worker.Gen, sp.worker.Heartbeat
+	}
 	var files []*os.File
 	defer func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}()
+	fail := func(err error) (*successor, error) {
+		ours.Close()
+		errR.Close()
+		return nil, fmt.Errorf("graceful: restart: %w", err)
+	}
 	for _, sv := range r.served {
-		fl, ok := sv.l.(interface{ File() (*os.File, error) })
-		if !ok {
-			ours.Close()
-			errR.Close()
-			return nil, fmt.Errorf("graceful: restart: listener %s of type %T cannot be passed on", sv.l.Addr(), sv.l)
-		}
-		f, err := fl.File()
+		f, err := dupListener(sv.l)
 		if err != nil {
-			ours.Close()
-			errR.Close()
-			return nil, fmt.Errorf("graceful: restart: listener %s: %w", sv.l.Addr(), err)
+			return fail(fmt.Errorf("listener %s: %w", sv.l.Addr(), err))
 		}
 		files = append(files, f)
 		desc.Listeners = append(desc.Listeners, inheritedLn{FD: 3 + len(files) - 1, Network: sv.key.network, Addr: sv.key.addr})
@@ -84,31 +97,34 @@ func (r *runner) startSuccessor() (*successor, error) {
 	desc.Ctrl = 3 + len(files)
 	desc.Stderr = desc.Ctrl + 1
 
-	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd := exec.Command(sp.rel.exe, os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
 	cmd.Env = append(environWithout(envInherit), envInherit+"="+desc.encode())
+	if sp.rel.dir != "" {
+		cmd.Dir = sp.rel.dir
+		cmd.Env = append(environWithout(envInherit, "PWD"), envInherit+"="+desc.encode(), "PWD="+sp.rel.dir)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
 	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, os.Stderr)
 	if err := cmd.Start(); err != nil {
-		ours.Close()
-		errR.Close()
-		return nil, fmt.Errorf("graceful: restart: start %s: %w", exe, err)
+		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
 	}
 	s := &successor{
 		cmd:    cmd,
 		ctrl:   ours,
+		br:     bufio.NewReader(ours),
 		result: make(chan error, 1),
 		exited: make(chan struct{}),
 		copied: make(chan struct{}),
 		tail:   &tail{},
+		rel:    sp.rel,
 	}
-	r.log.Info("graceful: successor started", "successor", s.pid(), "exe", exe)
 	go func() {
 		s.err = cmd.Wait()
 		close(s.exited)
 	}()
 	go s.copyStderr(errR)
-	go s.watch(durationOr(r.s.StartTimeout, DefaultStartTimeout))
+	go s.watch(sp.timeout)
 	return s, nil
 }
 
@@ -135,7 +151,7 @@ func (s *successor) copyStderr(r *os.File) {
 func (s *successor) watch(timeout time.Duration) {
 	ready := make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(s.ctrl).ReadString('\n')
+		line, err := s.br.ReadString('\n')
 		if err == nil && !strings.HasPrefix(line, "ready ") {
 			err = fmt.Errorf("unexpected message %q", line)
 		}
@@ -224,21 +240,33 @@ func (s *successor) release() {
 	}
 }
 
-// confirmReady is the successor's side of the hand-over: report ready, wait
-// for "go", then take over the predecessor's stderr.
+// confirmReady is the single-mode successor's side of the hand-over.
 func (r *runner) confirmReady() error {
+	ctrl, _, err := r.handshake()
+	if ctrl != nil {
+		ctrl.Close()
+	}
+	return err
+}
+
+// handshake reports ready to the process that started this one, waits for
+// "go", then takes over the real stderr. It returns the control socket and
+// its reader, for a worker to keep.
+func (r *runner) handshake() (*os.File, *bufio.Reader, error) {
 	in := r.inh
 	ctrl := in.ctrl
 	in.ctrl = nil
-	defer ctrl.Close()
 	ppid := in.desc.PPID
 	if _, err := fmt.Fprintf(ctrl, "ready %d\n", os.Getpid()); err != nil {
-		return fmt.Errorf("graceful: telling predecessor %d we are ready: %w", ppid, err)
+		ctrl.Close()
+		return nil, nil, fmt.Errorf("graceful: telling process %d we are ready: %w", ppid, err)
 	}
-	line, err := bufio.NewReader(ctrl).ReadString('\n')
+	br := bufio.NewReader(ctrl)
+	line, err := br.ReadString('\n')
 	if line != "go\n" {
-		if os.Getppid() == ppid {
-			return fmt.Errorf("graceful: predecessor %d withdrew the hand-over (%v)", ppid, err)
+		if os.Getppid() == ppid || in.desc.Worker {
+			ctrl.Close()
+			return nil, nil, fmt.Errorf("graceful: process %d withdrew the hand-over (%v)", ppid, err)
 		}
 		// The predecessor died mid-hand-over: we hold the sockets now.
 		r.log.Warn("graceful: predecessor died during the hand-over; serving", "predecessor", ppid)
@@ -250,7 +278,39 @@ func (r *runner) confirmReady() error {
 		in.errfd.Close()
 		in.errfd = nil
 	}
-	return nil
+	return ctrl, br, nil
+}
+
+// tell sends a line to the process on the other end of the control socket.
+func (s *successor) tell(msg string) error {
+	_, err := s.ctrl.Write([]byte(msg + "\n"))
+	return err
+}
+
+// dupListener returns a duplicate of l's descriptor to pass to a new
+// process. Not l.File(): os/exec calls Fd on what it passes, and Fd on the
+// File that a net listener returns switches the descriptor to blocking
+// mode. That mode is shared by every duplicate of the socket, in every
+// process, so this process's Accept would then block in the kernel, and
+// closing the listener would wait for it forever. os.NewFile on a
+// non-blocking descriptor leaves the mode alone.
+func dupListener(l net.Listener) (*os.File, error) {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("a %T cannot be passed on", l)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	return os.NewFile(uintptr(dup), l.Addr().String()), nil
 }
 
 // socketpair returns a connected pair of Unix stream sockets, both
@@ -266,46 +326,16 @@ func socketpair() ([2]int, error) {
 	return pair, err
 }
 
-// executable returns the path to start a successor from: os.Args[0] as the
-// program was started (so a binary replaced at that path is picked up),
-// falling back to the running executable.
-func executable() (string, error) {
-	arg0 := os.Args[0]
-	var path string
-	switch {
-	case strings.Contains(arg0, "/"):
-		path = arg0
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(startDir, path)
-		}
-	default:
-		if p, err := exec.LookPath(arg0); err == nil {
-			path = p
-		}
-	}
-	if path == "" {
-		p, err := os.Executable()
-		if err != nil {
-			return "", fmt.Errorf("finding the executable: %w", err)
-		}
-		path = p
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("executable: %w", err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("executable %s: not an executable file", path)
-	}
-	return path, nil
-}
-
-func environWithout(name string) []string {
+func environWithout(names ...string) []string {
 	var env []string
+next:
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, name+"=") {
-			env = append(env, kv)
+		for _, name := range names {
+			if strings.HasPrefix(kv, name+"=") {
+				continue next
+			}
 		}
+		env = append(env, kv)
 	}
 	return env
 }

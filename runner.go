@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -18,10 +19,11 @@ import (
 // and Shutdown reach it over channels, so a request that arrives in the
 // middle of a restart is answered by the state it finds, not by a lock.
 type runner struct {
-	s     *Server
-	log   *slog.Logger
-	inh   *inheritance
-	track *tracker
+	s      *Server
+	log    *slog.Logger
+	inh    *inheritance
+	track  *tracker
+	exeRel string // the executable's path inside Directory
 
 	served   []*served
 	draining atomic.Bool
@@ -48,6 +50,7 @@ type reqKind int
 const (
 	reqRestart reqKind = iota
 	reqShutdown
+	reqPhased
 )
 
 type request struct {
@@ -98,6 +101,29 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 	}
 	for _, a := range inh.closeUnclaimed() {
 		r.log.Info("graceful: closed an inherited listener no server asked for", "addr", a)
+	}
+	if inh.desc != nil && inh.desc.Worker {
+		notifyWorkerSignals(r.sigs)
+		defer stopSignals(r.sigs)
+		return r.runWorker()
+	}
+	if s.Directory != "" {
+		if r.exeRel, err = exeInDirectory(s.Directory); err != nil {
+			r.closeListeners()
+			return fmt.Errorf("graceful: Directory: %w", err)
+		}
+	}
+	if s.Workers > 0 && clusterSupported {
+		notifyMasterSignals(r.sigs)
+		defer stopSignals(r.sigs)
+		err := r.runMaster()
+		if err != nil {
+			r.closeListeners()
+		}
+		return err
+	}
+	if s.Workers > 0 {
+		r.log.Warn("graceful: workers need Unix; serving in single mode", "workers", s.Workers)
 	}
 	notifySignals(r.sigs)
 	defer stopSignals(r.sigs)
@@ -223,6 +249,16 @@ func (r *runner) addrs() []string {
 	return a
 }
 
+// removeSocketFiles removes the files of Unix socket listeners, once no
+// process will listen on them again.
+func (r *runner) removeSocketFiles() {
+	for _, sv := range r.served {
+		if ua, ok := sv.l.Addr().(*net.UnixAddr); ok && !strings.HasPrefix(ua.Name, "@") {
+			os.Remove(ua.Name)
+		}
+	}
+}
+
 // call hands a request to the loop and waits for its answer.
 func (r *runner) call(ctx context.Context, kind reqKind) error {
 	req := request{kind: kind, done: make(chan error, 1)}
@@ -278,6 +314,8 @@ func (r *runner) loop() error {
 				var err error
 				if succ, err = r.startSuccessor(); err != nil {
 					r.log.Error("graceful: restart failed; still serving", "err", err)
+				} else {
+					r.log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
 				}
 			default:
 				abort("received " + sig.String())
@@ -297,10 +335,13 @@ func (r *runner) loop() error {
 					req.done <- err
 					continue
 				}
+				r.log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
 				waiters = append(waiters, req.done)
 			case reqShutdown:
 				abort("Shutdown called")
 				return r.stop(req.done, "Shutdown")
+			case reqPhased:
+				req.done <- ErrNotMaster
 			}
 		case err := <-succDone:
 			if err == nil {
@@ -368,9 +409,9 @@ func (r *runner) drain(final bool) []chan error {
 	for _, sv := range r.served {
 		r.inh.forget(sv.l)
 		sv.l.Close()
-		if ua, ok := sv.l.Addr().(*net.UnixAddr); ok && final {
-			os.Remove(ua.Name)
-		}
+	}
+	if final {
+		r.removeSocketFiles()
 	}
 	timeout := durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout)
 	deadline := time.NewTimer(timeout)

@@ -12,6 +12,12 @@ import (
 // SIGTERM drains and stops.
 func notifySignals(c chan os.Signal) { signal.Notify(c, os.Interrupt, syscall.SIGTERM) }
 
+func notifyMasterSignals(c chan os.Signal) { notifySignals(c) }
+func notifyWorkerSignals(c chan os.Signal) { notifySignals(c) }
+
+// clusterSupported says whether Workers can be used here.
+const clusterSupported = false
+
 func stopSignals(c chan os.Signal) { signal.Stop(c) }
 
 func isRestartSignal(os.Signal) bool { return false }

@@ -14,6 +14,23 @@ func notifySignals(c chan os.Signal) {
 	signal.Notify(c, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 }
 
+// notifyMasterSignals adds a master's: SIGUSR1 for a phased restart,
+// SIGTTIN and SIGTTOU for one worker more or fewer.
+func notifyMasterSignals(c chan os.Signal) {
+	notifySignals(c)
+	signal.Notify(c, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)
+}
+
+// notifyWorkerSignals catches, to ignore them, the signals that are for the
+// master: a worker is stopped by its master.
+func notifyWorkerSignals(c chan os.Signal) {
+	signal.Notify(c, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP)
+}
+
+// clusterSupported says whether Workers can be used here.
+const clusterSupported = true
+
 func stopSignals(c chan os.Signal) { signal.Stop(c) }
 
 func isRestartSignal(s os.Signal) bool { return s == syscall.SIGUSR2 }

@@ -197,6 +197,15 @@ func (s *Server) Stop(timeout time.Duration) error {
 	return nil
 }
 
+// Dump asks every live process of this server for a goroutine dump
+// (SIGQUIT makes a Go program print one and exit), for a failed test's log.
+func (s *Server) Dump() {
+	for _, pid := range Running(s.Bin) {
+		syscall.Kill(pid, syscall.SIGQUIT)
+		WaitGone(pid, 5*time.Second)
+	}
+}
+
 // Kill ends, by PID, every process this server ran that is still there.
 func (s *Server) Kill() {
 	s.mu.Lock()

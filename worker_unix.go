@@ -1,0 +1,96 @@
+//go:build unix
+
+package graceful
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// runWorker serves as a worker of the master that started this process:
+// it runs the boot hooks, reports ready, serves once told to go, sends
+// heartbeats, and drains when the master says so or goes away.
+func (r *runner) runWorker() error {
+	d := r.inh.desc
+	r.log = r.log.With("worker", d.WorkerID, "gen", d.Gen)
+	r.s.mu.Lock()
+	boot := append([]func(){}, r.s.bootHooks...)
+	r.s.mu.Unlock()
+	for i, f := range boot {
+		if err := callHook(f); err != nil {
+			return fmt.Errorf("graceful: OnWorkerBoot hook %d: %w", i, err)
+		}
+	}
+	ctrl, br, err := r.handshake()
+	if err != nil {
+		return err
+	}
+	defer ctrl.Close()
+	r.serve()
+
+	msgs := make(chan string)
+	go func() {
+		defer close(msgs)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			msgs <- strings.TrimSpace(line)
+		}
+	}()
+	beat := time.NewTicker(time.Duration(d.Heartbeat) * time.Millisecond)
+	defer beat.Stop()
+	for {
+		select {
+		case <-beat.C:
+			fmt.Fprintln(ctrl, "beat")
+		case m, ok := <-msgs:
+			switch {
+			case !ok:
+				r.log.Warn("graceful: master gone; draining", "master", d.PPID)
+				return r.workerStop(false, nil)
+			case m == "drain restart":
+				return r.workerStop(true, nil)
+			case m == "drain":
+				return r.workerStop(false, nil)
+			}
+		case sig := <-r.sigs:
+			r.log.Info("graceful: signal ignored by a worker; signal the master", "signal", sig.String(), "master", d.PPID)
+		case req := <-r.reqs:
+			if req.kind == reqShutdown {
+				return r.workerStop(false, req.done)
+			}
+			req.done <- ErrNotMaster
+		case err := <-r.serveErr:
+			r.log.Error("graceful: serving failed", "err", err)
+			r.workerStop(false, nil)
+			return err
+		}
+	}
+}
+
+// workerStop drains the worker and runs its hooks: OnRestart when it is
+// being replaced, OnWorkerShutdown always.
+func (r *runner) workerStop(replaced bool, done chan error) error {
+	r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", replaced)
+	waiters := r.drain(false)
+	r.s.mu.Lock()
+	var hooks []func()
+	if replaced {
+		hooks = append(hooks, r.s.hooks...)
+	}
+	hooks = append(hooks, r.s.workerHooks...)
+	r.s.mu.Unlock()
+	runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
+	if done != nil {
+		waiters = append(waiters, done)
+	}
+	for _, w := range waiters {
+		w <- nil
+	}
+	return http.ErrServerClosed
+}
