@@ -105,20 +105,24 @@ func (s *Server) resolveRelease(rel string, pin bool) (release, error) {
 	}
 	fi, err := os.Stat(s.Directory)
 	if err != nil {
-		return release{}, fmt.Errorf("Directory: %w", err)
+		return release{}, fmt.Errorf("release directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return release{}, fmt.Errorf("Directory %s is not a directory", s.Directory)
+		return release{}, fmt.Errorf("release directory %s is not a directory", s.Directory)
 	}
 	dir := s.Directory
 	if pin {
 		if dir, err = filepath.EvalSymlinks(s.Directory); err != nil {
-			return release{}, fmt.Errorf("Directory: %w", err)
+			return release{}, fmt.Errorf("release directory: %w", err)
 		}
 	}
 	r := release{exe: filepath.Join(dir, rel), dir: dir}
 	if err := checkExecutable(r.exe); err != nil {
-		return release{}, fmt.Errorf("Directory %s: %w", s.Directory, err)
+		where := s.Directory
+		if real, rerr := filepath.EvalSymlinks(s.Directory); rerr == nil && real != s.Directory {
+			where += " (now " + real + ")"
+		}
+		return release{}, fmt.Errorf("release directory %s: %w", where, err)
 	}
 	return r, nil
 }

@@ -80,6 +80,7 @@ func start(t *testing.T, bin string, env ...string) *proc.Server {
 			s.Dump()
 		}
 		s.Kill()
+		proc.ReapZombies()
 		if t.Failed() {
 			t.Logf("server output:\n%s", s.Output)
 		}

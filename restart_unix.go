@@ -105,7 +105,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		cmd.Env = append(environWithout(envInherit, "PWD"), envInherit+"="+desc.encode(), "PWD="+sp.rel.dir)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
-	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, os.Stderr)
+	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, r.realStderr())
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
 	}
@@ -279,6 +279,16 @@ func (r *runner) handshake() (*os.File, *bufio.Reader, error) {
 		in.errfd = nil
 	}
 	return ctrl, br, nil
+}
+
+// realStderr is the stderr a new process should end up with: this
+// process's, or, before this process's own hand-over, the one it will take
+// over then (its fd 2 is still a pipe to its predecessor, which goes away).
+func (r *runner) realStderr() *os.File {
+	if r.inh != nil && r.inh.errfd != nil {
+		return r.inh.errfd
+	}
+	return os.Stderr
 }
 
 // tell sends a line to the process on the other end of the control socket.

@@ -1,7 +1,9 @@
 // Command hello is a gorilla/mux application served by graceful.
 //
 // It listens on $PORT (default 8080) and, if $PIDFILE is set, keeps that
-// file naming the serving process. Every response carries the serving
+// file naming the serving process (the master, in cluster mode). With
+// $WORKERS set to N it runs as a master with N worker processes: SIGUSR1
+// then replaces the workers one at a time. Every response carries the serving
 // process's PID in the X-Pid header, so a restart can be watched:
 //
 //	go build -o hello ./examples/hello && PIDFILE=hello.pid ./hello &
@@ -55,6 +57,7 @@ func main() {
 		Server:  &http.Server{Addr: ":" + port, Handler: r, ReadHeaderTimeout: 10 * time.Second},
 		PIDFile: os.Getenv("PIDFILE"),
 	}
+	srv.Workers, _ = strconv.Atoi(os.Getenv("WORKERS"))
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		log.Fatal(err)
 	}

@@ -296,6 +296,16 @@ func Zombies() []int {
 	return pids
 }
 
+// ReapZombies reaps the zombie children of this process, such as the
+// workers of a master that a failed test killed, adopted here as their
+// subreaper.
+func ReapZombies() {
+	for _, pid := range Zombies() {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+	}
+}
+
 // FDCount returns how many descriptors pid holds.
 func FDCount(pid int) (int, error) {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))

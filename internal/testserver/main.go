@@ -8,9 +8,10 @@
 //
 // Other variables: PORT, PIDFILE, TS_EVENTS (a file events are appended
 // to), TS_START_DELAY, TS_SHUTDOWN_TIMEOUT, TS_START_TIMEOUT,
-// TS_HOOK_TIMEOUT, TS_DRAIN_IDLE (durations), TS_HOOKS (comma-separated
-// "log", "panic", "block"), TS_UNIX (an extra Unix socket), TS_ADMIN (an
-// extra TCP address), TS_VERSION (sent as X-Version).
+// TS_HOOK_TIMEOUT, TS_DRAIN_IDLE, TS_WORKER_TIMEOUT, TS_BOOT_TIMEOUT
+// (durations), TS_HOOKS (comma-separated "log", "panic", "block"), TS_UNIX
+// (an extra Unix socket), TS_ADMIN (an extra TCP address), TS_WORKERS,
+// TS_DIRECTORY. The mode "slow" sleeps a second before serving.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gograceful/graceful"
@@ -31,6 +33,7 @@ import (
 var (
 	pid      = strconv.Itoa(os.Getpid())
 	inflight atomic.Int64
+	version  = "dev" // set with -ldflags "-X main.version=..."
 )
 
 func event(format string, args ...any) {
@@ -66,17 +69,25 @@ func main() {
 	case "hang":
 		fmt.Fprintln(os.Stderr, "testserver: configured to hang")
 		select {}
+	case "slow":
+		time.Sleep(time.Second)
 	}
 	time.Sleep(dur("TS_START_DELAY"))
 
 	srv := &graceful.Server{
-		Server:           &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT")},
-		PIDFile:          os.Getenv("PIDFILE"),
-		ShutdownTimeout:  dur("TS_SHUTDOWN_TIMEOUT"),
-		StartTimeout:     dur("TS_START_TIMEOUT"),
-		HookTimeout:      dur("TS_HOOK_TIMEOUT"),
-		DrainIdleTimeout: dur("TS_DRAIN_IDLE"),
+		Server:            &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT")},
+		PIDFile:           os.Getenv("PIDFILE"),
+		ShutdownTimeout:   dur("TS_SHUTDOWN_TIMEOUT"),
+		StartTimeout:      dur("TS_START_TIMEOUT"),
+		HookTimeout:       dur("TS_HOOK_TIMEOUT"),
+		DrainIdleTimeout:  dur("TS_DRAIN_IDLE"),
+		WorkerTimeout:     dur("TS_WORKER_TIMEOUT"),
+		WorkerBootTimeout: dur("TS_BOOT_TIMEOUT"),
+		Directory:         os.Getenv("TS_DIRECTORY"),
 	}
+	srv.Workers, _ = strconv.Atoi(os.Getenv("TS_WORKERS"))
+	srv.OnWorkerBoot(func() { event("boot") })
+	srv.OnWorkerShutdown(func() { event("worker shutdown inflight=%d", inflight.Load()) })
 	if p := os.Getenv("TS_UNIX"); p != "" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart)})
 	}
@@ -160,6 +171,12 @@ func routes(restart func() error) http.Handler {
 			}
 		}()
 	})
+	mux.HandleFunc("/freeze", func(w http.ResponseWriter, r *http.Request) {
+		// A hung process: stopped, it sends no heartbeat.
+		fmt.Fprintln(w, "freezing")
+		w.(http.Flusher).Flush()
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	})
 	mux.HandleFunc("/fds", func(w http.ResponseWriter, r *http.Request) {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -180,8 +197,10 @@ func routes(restart func() error) http.Handler {
 		inflight.Add(1)
 		defer inflight.Add(-1)
 		w.Header().Set("X-Pid", pid)
-		if v := os.Getenv("TS_VERSION"); v != "" {
-			w.Header().Set("X-Version", v)
+		w.Header().Set("X-Build", version)
+		if wi, ok := graceful.Worker(); ok {
+			w.Header().Set("X-Worker", strconv.Itoa(wi.ID))
+			w.Header().Set("X-Gen", strconv.Itoa(wi.Generation))
 		}
 		mux.ServeHTTP(w, r)
 	})
