@@ -84,6 +84,8 @@ func TestPhasedRestartUnderLoad(t *testing.T) {
 			s := start(t, server, "TS_WORKERS="+strconv.Itoa(n), "TS_DRAIN_IDLE=200ms")
 			master := s.PID()
 			waitAllGen(t, s, 0)
+			fdsBefore, err := proc.FDCount(master)
+			require.NoError(t, err)
 			gen := loadgen.Start(loadgen.Config{
 				Addr: s.Addr(), KeepAlive: 3, Fresh: 2, Slow: 2, SlowPath: "/sleep?ms=150",
 				Duration: 120 * time.Second,
@@ -101,6 +103,10 @@ func TestPhasedRestartUnderLoad(t *testing.T) {
 			}
 			res := gen.Stop()
 			assert.Equal(t, master, s.PID(), "the master does not change in a phased restart")
+			waitWorkers(t, s, n)
+			var fdsAfter int
+			assert.Eventually(t, func() bool { fdsAfter, _ = proc.FDCount(master); return fdsAfter == fdsBefore },
+				5*time.Second, 5*time.Millisecond, "the master's descriptors after 20 phases: %d, before %d", fdsAfter, fdsBefore)
 			stop(t, s)
 			assertNoFailures(t, res)
 			assert.Less(t, res.LongestGap(), 500*time.Millisecond)
@@ -204,6 +210,57 @@ func TestWorkerSupervision(t *testing.T) {
 	final := waitWorkers(t, s, 2)
 	assert.NotContains(t, final, frozen)
 	waitAllGen(t, s, 0)
+	stop(t, s)
+}
+
+// TestCrashLoopBackoff: a slot whose worker keeps failing is retried ever
+// more slowly, not in a loop that spins a core.
+func TestCrashLoopBackoff(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_WORKERS=2", "TS_MODE_FILE="+mode)
+	waitAllGen(t, s, 0)
+	pid, _ := strconv.Atoi(probe(t, s.Addr()).pid)
+	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	waitOutput(t, s, "worker died; replacing it")
+	time.Sleep(2 * time.Second) // the period over which attempts are counted
+	attempts := strings.Count(s.Output.String(), "failed to boot")
+	t.Logf("%d attempts in 2 s", attempts)
+	// Immediately, then after 250 ms, 500 ms, 1 s: four in two seconds.
+	assert.GreaterOrEqual(t, attempts, 2, "the slot is retried")
+	assert.LessOrEqual(t, attempts, 5, "retries back off")
+	assert.Contains(t, s.Output.String(), "worker will be replaced")
+	require.NoError(t, os.WriteFile(mode, nil, 0o644))
+	waitWorkers(t, s, 2)
+	waitAllGen(t, s, 0)
+	stop(t, s)
+}
+
+// TestPhasedRestartFromCode: PhasedRestart reports a failed phase to its
+// caller, and nil for a completed one.
+func TestPhasedRestartFromCode(t *testing.T) {
+	_, server := binaries(t)
+	dir := t.TempDir()
+	mode, fifo, events := filepath.Join(dir, "mode"), filepath.Join(dir, "trigger"), filepath.Join(dir, "events")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	s := start(t, server, "TS_WORKERS=2", "TS_MODE_FILE="+mode, "TS_TRIGGER="+fifo, "TS_EVENTS="+events, "TS_DRAIN_IDLE=100ms")
+	waitAllGen(t, s, 0)
+	trigger := func(want string) {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		fmt.Fprintln(f, "phased")
+		f.Close()
+		require.Eventually(t, func() bool {
+			b, _ := os.ReadFile(events)
+			return strings.Contains(string(b), want)
+		}, 15*time.Second, 5*time.Millisecond, "no event %q", want)
+	}
+	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
+	trigger("phased: graceful: phased restart stopped: the new worker 0 failed to boot: successor")
+	require.NoError(t, os.WriteFile(mode, nil, 0o644))
+	trigger("phased: <nil>")
+	waitAllGen(t, s, 2)
 	stop(t, s)
 }
 
@@ -334,8 +391,24 @@ func TestDirectoryDeploy(t *testing.T) {
 	waitOutput(t, s, "phased restart: release directory "+current+" (now "+filepath.Join(root, "releases", "bad")+"): executable: stat "+filepath.Join(root, "releases", "bad", "bin", "app"))
 	assert.Equal(t, "r2", probe(t, s.Addr()).build)
 
-	// r3 by a hot restart: a new master and new workers.
+	// A worker respawned after a crash, or added, runs the release of the
+	// last completed phase, r2, even with the link moved on to r3. (The
+	// load pauses: a killed worker's requests are lost.)
+	assertNoFailures(t, gen.Stop())
 	link("r3")
+	victim, _ := strconv.Atoi(probe(t, s.Addr()).pid)
+	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
+	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGTTIN))
+	waitOutput(t, s, "worker ready worker=2 ")
+	require.Eventually(t, func() bool {
+		return !strings.Contains(s.Output.String(), "worker died") || strings.Count(s.Output.String(), "worker ready") >= 6
+	}, 10*time.Second, 5*time.Millisecond)
+	for i := 0; i < 20; i++ {
+		assert.Equal(t, "r2", probe(t, s.Addr()).build, "a respawned or added worker runs the last phase's release")
+	}
+
+	// r3 by a hot restart: a new master and new workers.
+	gen = loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Duration: 60 * time.Second})
 	old, master, err := s.Restart(15 * time.Second)
 	require.NoError(t, err)
 	require.NoError(t, proc.WaitGone(old, 15*time.Second))

@@ -123,6 +123,7 @@ func (m *master) start(id, gen int, rel release) *worker {
 		}
 		m.events <- masterEvent{w: w, kind: evReady}
 		<-p.exited
+		p.ctrl.Close()
 		m.events <- masterEvent{w: w, kind: evExit, err: p.err}
 	}()
 	return w

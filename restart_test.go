@@ -492,7 +492,15 @@ func TestRestartFromCode(t *testing.T) {
 	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
 	_, _, body := get(t, "tcp", s.Addr(), "/restart")
 	assert.Contains(t, body, "exited during start-up: exit status 3")
+	fds, err := proc.FDCount(first) // after one failure: the runtime has opened what it keeps open
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		_, _, body := get(t, "tcp", s.Addr(), "/restart")
+		assert.Contains(t, body, "exited during start-up: exit status 3")
+	}
 	assert.Equal(t, first, s.PID())
+	assert.Eventually(t, func() bool { n, _ := proc.FDCount(first); return n == fds }, 5*time.Second, 5*time.Millisecond,
+		"failed restarts leak descriptors")
 	require.NoError(t, os.WriteFile(mode, nil, 0o644))
 	_, _, body = get(t, "tcp", s.Addr(), "/restart")
 	assert.Equal(t, "<nil>\n", body)

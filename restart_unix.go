@@ -159,6 +159,13 @@ func (s *successor) watch(timeout time.Duration) {
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	var fail error
+	defer func() {
+		if fail != nil {
+			s.ctrl.Close()
+			s.result <- fail
+		}
+	}()
 	select {
 	case err := <-ready:
 		if err == nil {
@@ -169,16 +176,16 @@ func (s *successor) watch(timeout time.Duration) {
 		// exiting, or has closed it and hangs.
 		select {
 		case <-s.exited:
-			s.result <- s.exitReport()
+			fail = s.exitReport()
 		case <-timer.C:
 			s.kill()
-			s.result <- fmt.Errorf("successor %d closed its control socket (%v) and was killed", s.pid(), err)
+			fail = fmt.Errorf("successor %d closed its control socket (%v) and was killed", s.pid(), err)
 		}
 	case <-s.exited:
-		s.result <- s.exitReport()
+		fail = s.exitReport()
 	case <-timer.C:
 		s.kill()
-		s.result <- fmt.Errorf("successor %d was not ready within %s and was killed%s", s.pid(), timeout, s.output())
+		fail = fmt.Errorf("successor %d was not ready within %s and was killed%s", s.pid(), timeout, s.output())
 	}
 }
 

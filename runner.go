@@ -31,6 +31,7 @@ type runner struct {
 
 	reqs     chan request
 	serveErr chan error
+	serving  int // Serve calls that have not returned
 	sigs     chan os.Signal
 	finished chan struct{}
 }
@@ -200,6 +201,7 @@ func (r *runner) closeListeners() {
 // serve wraps each server's hooks and starts serving every listener.
 func (r *runner) serve() {
 	r.serveErr = make(chan error, len(r.served))
+	r.serving = len(r.served)
 	for _, sv := range r.served {
 		srv := sv.srv
 		h := srv.Handler
@@ -356,6 +358,7 @@ func (r *runner) loop() error {
 			answer(nil)
 			return r.retire(succ)
 		case err := <-r.serveErr:
+			r.serving--
 			r.log.Error("graceful: serving failed", "err", err)
 			abort("serving failed")
 			r.stop(nil, "serving failed")
@@ -416,6 +419,19 @@ func (r *runner) drain(final bool) []chan error {
 	timeout := durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	// Until every Serve has returned, its accept loop may hold a connection
+	// that the kernel handed it just before the close and that the tracker
+	// does not know yet: counting connections before then could end the
+	// drain with that one unserved.
+	expired := false
+	for ; r.serving > 0 && !expired; r.serving-- {
+		select {
+		case <-r.serveErr:
+		case <-deadline.C:
+			r.log.Warn("graceful: a listener did not stop accepting within the drain timeout")
+			expired = true
+		}
+	}
 	tick := time.NewTicker(drainTick)
 	defer tick.Stop()
 	grace := int64(durationOr(r.s.DrainIdleTimeout, DefaultDrainIdleTimeout) / drainTick)
@@ -425,6 +441,10 @@ func (r *runner) drain(final bool) []chan error {
 	for i := int64(0); ; i++ {
 		n := r.track.sweep(marks, i, grace)
 		if n == 0 {
+			break
+		}
+		if expired {
+			r.track.closeAll()
 			break
 		}
 		forced := false

@@ -66,6 +66,7 @@ func (r *runner) runWorker() error {
 			}
 			req.done <- ErrNotMaster
 		case err := <-r.serveErr:
+			r.serving--
 			r.log.Error("graceful: serving failed", "err", err)
 			r.workerStop(false, nil)
 			return err

@@ -49,6 +49,9 @@ type throughput struct {
 }
 
 type restarts struct {
+	Name           string         `json:"name"`
+	Workers        int            `json:"workers"`
+	Signal         string         `json:"signal"`
 	Count          int            `json:"restarts"`
 	Requests       int            `json:"requests"`
 	Failed         int            `json:"failed"`
@@ -61,7 +64,8 @@ type restarts struct {
 	RestartMax     float64        `json:"restart_window_max_ms"`
 	SlowExtraMax   float64        `json:"slow_request_extra_max_ms"`
 	LongestGap     float64        `json:"longest_gap_ms"`
-	DrainMedian    float64        `json:"old_process_gone_median_ms"`
+	DrainMedian    float64        `json:"restart_done_median_ms"`
+	PerWorker      float64        `json:"per_worker_replaced_median_ms,omitempty"`
 	FDFirst        int            `json:"fds_first_process_idle"`
 	FDLast         int            `json:"fds_last_process_idle"`
 	Leftovers      int            `json:"leftover_processes"`
@@ -72,7 +76,8 @@ type report struct {
 	Machine    string       `json:"machine"`
 	Config     config       `json:"config"`
 	Throughput []throughput `json:"throughput"`
-	Restarts   restarts     `json:"hot_restarts"`
+	Cluster    throughput   `json:"cluster_throughput"`
+	Restarts   []restarts   `json:"restarts"`
 }
 
 func main() {
@@ -119,8 +124,26 @@ func run(cfg config, out string, short bool) error {
 		}
 		rep.Throughput = append(rep.Throughput, tp)
 	}
-	if rep.Restarts, err = measureRestarts(cfg, bins["graceful"], dir); err != nil {
+	if rep.Cluster, err = measureCluster(cfg, bins["graceful"], dir); err != nil {
 		return err
+	}
+	for _, sc := range []struct {
+		name    string
+		workers int
+		sig     syscall.Signal
+	}{
+		{"single, hot restart", 0, syscall.SIGUSR2},
+		{"Workers 1, phased restart", 1, syscall.SIGUSR1},
+		{"Workers 2, phased restart", 2, syscall.SIGUSR1},
+		{"Workers 4, phased restart", 4, syscall.SIGUSR1},
+		{"Workers 2, hot restart of the tree", 2, syscall.SIGUSR2},
+	} {
+		r, err := measureRestarts(cfg, bins["graceful"], dir, sc.workers, sc.sig)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		r.Name = sc.name
+		rep.Restarts = append(rep.Restarts, r)
 	}
 
 	md := markdown(rep)
@@ -137,8 +160,12 @@ func run(cfg config, out string, short bool) error {
 			return err
 		}
 	}
-	if short && (rep.Restarts.Failed > 0 || rep.Restarts.Leftovers > 0) {
-		return fmt.Errorf("%d failed requests, %d leftover processes", rep.Restarts.Failed, rep.Restarts.Leftovers)
+	if short {
+		for _, r := range rep.Restarts {
+			if r.Failed > 0 || r.Leftovers > 0 {
+				return fmt.Errorf("%s: %d failed requests, %d leftover processes", r.Name, r.Failed, r.Leftovers)
+			}
+		}
 	}
 	return nil
 }
@@ -261,14 +288,90 @@ func median(x []float64) float64 {
 	return y[len(y)/2]
 }
 
-// measureRestarts sends hot restarts to the graceful target under load.
-func measureRestarts(cfg config, bin, dir string) (restarts, error) {
-	r := restarts{Count: cfg.Restarts}
-	s, err := proc.Start(bin, dir, nil)
+// measureCluster compares the throughput of Workers 2 with single mode,
+// neither pinned: the question is what the cluster costs or gains on this
+// machine as a whole, with the load generator on the same CPUs.
+func measureCluster(cfg config, bin, dir string) (throughput, error) {
+	tp := throughput{Clients: "keep-alive", Tool: "loadgen"}
+	wrk, _ := exec.LookPath("wrk")
+	if wrk != "" {
+		tp.Tool = "wrk"
+	}
+	var ratios []float64
+	p99 := map[string][]float64{}
+	for i := 0; i < cfg.Rounds; i++ {
+		for _, env := range [][]string{nil, {"WORKERS=2"}} {
+			s, err := proc.Start(bin, dir, env)
+			if err != nil {
+				return tp, err
+			}
+			if env != nil {
+				if err := waitWorkers(s, 2); err != nil {
+					s.Kill()
+					return tp, err
+				}
+			}
+			var rps, q99 float64
+			if wrk != "" {
+				rps, q99, err = runWrk([]string{wrk}, s.Addr(), cfg, true)
+			} else {
+				rps, q99 = runLoadgen(s.Addr(), cfg, true)
+			}
+			s.Kill()
+			if err != nil {
+				return tp, err
+			}
+			if env == nil {
+				tp.Plain = append(tp.Plain, rps)
+				p99["single"] = append(p99["single"], q99)
+			} else {
+				tp.Graceful = append(tp.Graceful, rps)
+				p99["cluster"] = append(p99["cluster"], q99)
+				ratios = append(ratios, rps/tp.Plain[len(tp.Plain)-1])
+			}
+		}
+	}
+	sort.Float64s(ratios)
+	tp.Ratio, tp.RatioMin, tp.RatioMax = median(ratios), ratios[0], ratios[len(ratios)-1]
+	tp.PlainP99, tp.GracefulP99 = median(p99["single"]), median(p99["cluster"])
+	return tp, nil
+}
+
+// waitWorkers waits until a cluster has n workers serving: n distinct PIDs
+// answer fresh requests.
+func waitWorkers(s *proc.Server, n int) error {
+	deadline := time.Now().Add(20 * time.Second)
+	seen := map[string]bool{}
+	c := &loadgen.Client{Network: "tcp", Addr: s.Addr(), Timeout: 5 * time.Second}
+	for len(seen) < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d workers serving after 20 s", len(seen), n)
+		}
+		if sm := c.Do("GET", "/", nil, false); sm.Fail == "" {
+			seen[sm.PID] = true
+		}
+	}
+	return nil
+}
+
+// measureRestarts sends restarts (sig) to the graceful target, with the
+// workers given, under load, and measures what they cost the clients.
+func measureRestarts(cfg config, bin, dir string, workers int, sig syscall.Signal) (restarts, error) {
+	r := restarts{Count: cfg.Restarts, Workers: workers, Signal: map[syscall.Signal]string{syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2"}[sig]}
+	env := []string{"GRACEFUL_LOG=info"}
+	if workers > 0 {
+		env = append(env, "WORKERS="+strconv.Itoa(workers))
+	}
+	s, err := proc.Start(bin, dir, env)
 	if err != nil {
 		return r, err
 	}
 	defer s.Kill()
+	if workers > 0 {
+		if err := waitWorkers(s, workers); err != nil {
+			return r, err
+		}
+	}
 	r.FDFirst, _ = proc.FDCount(s.PID())
 	gen := loadgen.Start(loadgen.Config{
 		Addr: s.Addr(), KeepAlive: 4, Fresh: 2, Slow: 2,
@@ -280,28 +383,49 @@ func measureRestarts(cfg config, bin, dir string) (restarts, error) {
 	steadyTo := time.Now()
 
 	type restart struct {
-		signal, gone time.Time
-		newPID       string
+		signal, done time.Time
+		firstNew     func(loadgen.Sample) bool
 	}
 	var rs []restart
-	var drains []time.Duration
+	var took, perWorker []time.Duration
+	phase := 0
 	for i := 0; i < cfg.Restarts; i++ {
 		at := time.Now()
-		old, pid, err := s.Restart(30 * time.Second)
-		if err != nil {
-			gen.Stop()
-			return r, fmt.Errorf("restart %d: %w\n%s", i+1, err, s.Output)
+		x := restart{signal: at}
+		if sig == syscall.SIGUSR2 {
+			old, pid, err := s.Restart(30 * time.Second)
+			if err != nil {
+				gen.Stop()
+				return r, fmt.Errorf("restart %d: %w\n%s", i+1, err, s.Output)
+			}
+			if err := proc.WaitGone(old, 60*time.Second); err != nil {
+				gen.Stop()
+				return r, err
+			}
+			if workers == 0 {
+				newPID := strconv.Itoa(pid)
+				x.firstNew = func(sm loadgen.Sample) bool { return sm.PID == newPID }
+			}
+		} else {
+			phase++
+			if err := syscall.Kill(s.PID(), syscall.SIGUSR1); err != nil {
+				gen.Stop()
+				return r, err
+			}
+			d, err := waitPhase(s, phase)
+			if err != nil {
+				gen.Stop()
+				return r, err
+			}
+			perWorker = append(perWorker, d/time.Duration(workers))
 		}
-		if err := proc.WaitGone(old, 60*time.Second); err != nil {
-			gen.Stop()
-			return r, err
-		}
-		rs = append(rs, restart{signal: at, gone: time.Now(), newPID: fmt.Sprint(pid)})
-		drains = append(drains, time.Since(at))
+		x.done = time.Now()
+		took = append(took, x.done.Sub(at))
+		rs = append(rs, x)
 		time.Sleep(200 * time.Millisecond) // spacing between restarts, part of the load's shape
 	}
 	res := gen.Stop()
-	// Descriptors of the last process once the clients have hung up.
+	// Descriptors of the serving process once the clients have hung up.
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if r.FDLast, _ = proc.FDCount(s.PID()); r.FDLast <= r.FDFirst {
 			break
@@ -315,8 +439,11 @@ func measureRestarts(cfg config, bin, dir string) (restarts, error) {
 	r.Requests, r.Failed, r.Failures = res.Requests(), res.Failed(), res.Failures()
 	var firstNew []time.Duration
 	for _, x := range rs {
+		if x.firstNew == nil {
+			continue
+		}
 		for _, sm := range res.Samples {
-			if sm.Fail == "" && sm.PID == x.newPID {
+			if sm.Fail == "" && x.firstNew(sm) {
 				firstNew = append(firstNew, sm.Start.Add(sm.Latency).Sub(x.signal))
 				break
 			}
@@ -328,7 +455,7 @@ func measureRestarts(cfg config, bin, dir string) (restarts, error) {
 	r.SteadyP50, r.SteadyP99 = ms(loadgen.Quantile(steady, 0.5)), ms(loadgen.Quantile(steady, 0.99))
 	inWindow := func(sm loadgen.Sample) bool {
 		for _, x := range rs {
-			if (loadgen.Window{From: x.signal, To: x.gone}).In(sm) {
+			if (loadgen.Window{From: x.signal, To: x.done}).In(sm) {
 				return true
 			}
 		}
@@ -342,9 +469,33 @@ func measureRestarts(cfg config, bin, dir string) (restarts, error) {
 		}
 	}
 	r.LongestGap = ms(res.LongestGap())
-	sortD(drains)
-	r.DrainMedian = ms(loadgen.Quantile(drains, 0.5))
+	sortD(took)
+	r.DrainMedian = ms(loadgen.Quantile(took, 0.5))
+	sortD(perWorker)
+	r.PerWorker = ms(loadgen.Quantile(perWorker, 0.5))
 	return r, nil
+}
+
+// waitPhase waits for the master's log to say phase n completed, and
+// returns how long the master says it took.
+func waitPhase(s *proc.Server, n int) (time.Duration, error) {
+	want := fmt.Sprintf("gen=%d took=", n)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out := s.Output.String()
+		for _, line := range strings.Split(out, "\n") {
+			if i := strings.Index(line, want); i >= 0 && strings.Contains(line, "phased restart complete") {
+				if f := strings.Fields(line[i+len(want):]); len(f) > 0 {
+					return time.ParseDuration(f[0])
+				}
+			}
+		}
+		if strings.Contains(out, "phased restart stopped") {
+			return 0, fmt.Errorf("phase %d failed:\n%s", n, out)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("phase %d not complete after 60 s", n)
 }
 
 func markdown(rep report) string {
@@ -359,22 +510,29 @@ func markdown(rep report) string {
 	for _, t := range rep.Throughput {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", t.Clients, median(t.Plain), median(t.Graceful), t.Ratio, t.RatioMin, t.RatioMax, t.PlainP99, t.GracefulP99)
 	}
-	r := rep.Restarts
-	fmt.Fprintf(&b, "\n## %d hot restarts (SIGUSR2) under load\n\n", r.Count)
-	fmt.Fprintf(&b, "Load: 4 keep-alive POST clients that never retry, 2 new-connection clients, 2 clients of %d ms requests.\n\n", rep.Config.SlowMS)
-	fmt.Fprintln(&b, "| measure | value |")
-	fmt.Fprintln(&b, "|---|---:|")
-	fmt.Fprintf(&b, "| requests | %d |\n", r.Requests)
-	fmt.Fprintf(&b, "| failed requests | **%d** %s |\n", r.Failed, kinds(r.Failures))
-	fmt.Fprintf(&b, "| signal → first response from the new PID, median / max | %.1f / %.1f ms |\n", r.FirstNewMedian, r.FirstNewMax)
-	fmt.Fprintf(&b, "| steady-state p50 / p99 | %.2f / %.2f ms |\n", r.SteadyP50, r.SteadyP99)
-	fmt.Fprintf(&b, "| during restarts p99 / max | %.2f / %.2f ms |\n", r.RestartP99, r.RestartMax)
-	fmt.Fprintf(&b, "| max − steady p99 | %.2f ms |\n", r.RestartMax-r.SteadyP99)
-	fmt.Fprintf(&b, "| slow requests across a restart: most added latency | %.2f ms |\n", r.SlowExtraMax)
-	fmt.Fprintf(&b, "| longest stretch with no successful response | %.2f ms |\n", r.LongestGap)
-	fmt.Fprintf(&b, "| signal → old process gone, median | %.0f ms |\n", r.DrainMedian)
-	fmt.Fprintf(&b, "| descriptors of the first process before load / the last after it | %d / %d |\n", r.FDFirst, r.FDLast)
-	fmt.Fprintf(&b, "| leftover processes | %d |\n", r.Leftovers)
+	c := rep.Cluster
+	fmt.Fprintf(&b, "\n## Throughput of Workers 2 against single mode, no restarts (%s, nothing pinned)\n\n", c.Tool)
+	fmt.Fprintln(&b, "| single req/s | Workers 2 req/s | Workers 2 / single, median (min–max) | single p99 | Workers 2 p99 |")
+	fmt.Fprintln(&b, "|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(&b, "| %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", median(c.Plain), median(c.Graceful), c.Ratio, c.RatioMin, c.RatioMax, c.PlainP99, c.GracefulP99)
+
+	fmt.Fprintf(&b, "\n## Restarts under load\n\n")
+	fmt.Fprintf(&b, "Each row: %d restarts, 200 ms apart, under 4 keep-alive POST clients that never retry, 2 new-connection clients and 2 clients of %d ms requests. Latencies in ms.\n\n", rep.Config.Restarts, rep.Config.SlowMS)
+	fmt.Fprintln(&b, "| mode | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rep.Restarts {
+		firstNew, per := "–", "–"
+		if r.FirstNewMax > 0 {
+			firstNew = fmt.Sprintf("%.1f / %.1f", r.FirstNewMedian, r.FirstNewMax)
+		}
+		if r.PerWorker > 0 {
+			per = fmt.Sprintf("%.0f", r.PerWorker)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
+			r.Name, r.Signal, r.Requests, r.Failed, kinds(r.Failures), firstNew, r.DrainMedian, per,
+			r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.FDFirst, r.FDLast, r.Leftovers)
+	}
+	fmt.Fprintln(&b, "\n\"restart done\" is, for a hot restart, the time until the old process (master and workers) has exited; for a phased restart, until the master reports the phase complete (every worker replaced, the last old one told to drain).")
 	return b.String()
 }
 

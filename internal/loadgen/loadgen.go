@@ -251,7 +251,7 @@ func (r *Result) FailureDetails(n int) []string {
 	var out []string
 	for _, s := range r.Samples {
 		if s.Fail != "" && len(out) < n {
-			out = append(out, fmt.Sprintf("%s %s: %s", s.Start.Format("15:04:05.000"), s.Fail, s.Detail))
+			out = append(out, fmt.Sprintf("%s %s after %s (slow %v): %s", s.Start.Format("15:04:05.000000"), s.Fail, s.Latency.Round(time.Microsecond), s.Slow, s.Detail))
 		}
 	}
 	return out

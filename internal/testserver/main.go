@@ -11,7 +11,8 @@
 // TS_HOOK_TIMEOUT, TS_DRAIN_IDLE, TS_WORKER_TIMEOUT, TS_BOOT_TIMEOUT
 // (durations), TS_HOOKS (comma-separated "log", "panic", "block"), TS_UNIX
 // (an extra Unix socket), TS_ADMIN (an extra TCP address), TS_WORKERS,
-// TS_DIRECTORY. The mode "slow" sleeps a second before serving.
+// TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
+// for a phased restart). The mode "slow" sleeps a second before serving.
 package main
 
 import (
@@ -108,6 +109,25 @@ func main() {
 		}
 	}
 	srv.Handler = routes(srv.Restart)
+	if fifo := os.Getenv("TS_TRIGGER"); fifo != "" {
+		if _, worker := graceful.Worker(); !worker {
+			// In the master: each line written to the FIFO asks for a
+			// phased restart from code, and its outcome is logged.
+			go func() {
+				for {
+					f, err := os.Open(fifo)
+					if err != nil {
+						return
+					}
+					sc := bufio.NewScanner(f)
+					for sc.Scan() {
+						event("phased: %v", srv.PhasedRestart())
+					}
+					f.Close()
+				}
+			}()
+		}
+	}
 	event("serving")
 	err := srv.ListenAndServe()
 	event("returned %v", err)
