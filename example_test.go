@@ -87,3 +87,28 @@ func ExampleListen() {
 		log.Fatal(err)
 	}
 }
+
+// A cluster: a master holds the sockets and runs four worker processes.
+// SIGUSR1 replaces the workers one at a time with the release that
+// /srv/app/current names at that moment; SIGUSR2 replaces the whole tree.
+func ExampleServer_cluster() {
+	srv := &graceful.Server{
+		Server:    &http.Server{Addr: ":8080", Handler: http.DefaultServeMux},
+		Workers:   4,
+		Directory: "/srv/app/current",
+		PIDFile:   "/run/app/app.pid", // names the master
+	}
+	var pool *closer
+	srv.OnWorkerBoot(func() { pool = &closer{name: "db"} }) // in each worker, not the master
+	srv.OnWorkerShutdown(func() { pool.Close() })
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+// Worker tells a worker from the master, before serving too.
+func ExampleWorker() {
+	if w, ok := graceful.Worker(); ok {
+		log.Printf("worker %d of generation %d, master %d", w.ID, w.Generation, w.Master)
+	}
+}

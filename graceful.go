@@ -213,6 +213,12 @@ func (s *Server) Serve(l net.Listener) error {
 // logged and the next one runs; a hook that takes longer than HookTimeout is
 // logged and left behind. Hooks do not run on a failed restart (the process
 // serves on) nor on a plain shutdown.
+//
+// In cluster mode (Workers > 0) the resources live in the workers, so that
+// is where hooks run: in each worker replaced by a phased or a hot restart,
+// after it has drained. A master replaced by a hot restart runs them too,
+// after all its workers have exited. For cleanup on every worker exit, use
+// OnWorkerShutdown.
 func (s *Server) OnRestart(f func()) {
 	if f == nil {
 		return
@@ -226,7 +232,9 @@ func (s *Server) OnRestart(f func()) {
 // It returns nil once the successor is ready and serving; this process then
 // drains and ListenAndServe returns. It returns an error, and this process
 // keeps serving, if the successor could not be started or did not become
-// ready; ErrRestartInProgress if a restart is already under way.
+// ready; ErrRestartInProgress if a restart is already under way. In the
+// master of a cluster it restarts the whole tree (see Workers); in a worker
+// it returns ErrNotMaster.
 func (s *Server) Restart() error {
 	r := s.runner()
 	if r == nil {

@@ -50,6 +50,7 @@ type throughput struct {
 
 type restarts struct {
 	Name           string         `json:"name"`
+	Ours           bool           `json:"graceful"`
 	Workers        int            `json:"workers"`
 	Signal         string         `json:"signal"`
 	Count          int            `json:"restarts"`
@@ -72,12 +73,13 @@ type restarts struct {
 }
 
 type report struct {
-	Date       string       `json:"date"`
-	Machine    string       `json:"machine"`
-	Config     config       `json:"config"`
-	Throughput []throughput `json:"throughput"`
-	Cluster    throughput   `json:"cluster_throughput"`
-	Restarts   []restarts   `json:"restarts"`
+	Date       string             `json:"date"`
+	Machine    string             `json:"machine"`
+	Config     config             `json:"config"`
+	Throughput []throughput       `json:"throughput"`
+	Cluster    throughput         `json:"cluster_throughput"`
+	MemoryMB   map[string]float64 `json:"resident_memory_mb"`
+	Restarts   []restarts         `json:"restarts"`
 }
 
 func main() {
@@ -109,41 +111,50 @@ func run(cfg config, out string, short bool) error {
 	}
 	defer os.RemoveAll(dir)
 	bins := map[string]string{}
-	for _, name := range []string{"plain", "graceful"} {
+	for _, name := range []string{"plain", "graceful", "gracehttp", "tableflip"} {
 		bins[name] = filepath.Join(dir, name)
 		if err := proc.Build(".", "./targets/"+name, bins[name]); err != nil {
 			return err
 		}
 	}
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg}
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg, MemoryMB: map[string]float64{}}
 
 	for _, clients := range []string{"keep-alive", "new connection"} {
-		tp, err := measureThroughput(cfg, bins, dir, clients)
+		tp, err := measureThroughput(cfg, bins, dir, clients, rep.MemoryMB)
 		if err != nil {
 			return err
 		}
 		rep.Throughput = append(rep.Throughput, tp)
 	}
-	if rep.Cluster, err = measureCluster(cfg, bins["graceful"], dir); err != nil {
+	if rep.Cluster, err = measureCluster(cfg, bins["graceful"], dir, rep.MemoryMB); err != nil {
 		return err
 	}
-	for _, sc := range []struct {
-		name    string
-		workers int
-		sig     syscall.Signal
-	}{
-		{"single, hot restart", 0, syscall.SIGUSR2},
-		{"Workers 1, phased restart", 1, syscall.SIGUSR1},
-		{"Workers 2, phased restart", 2, syscall.SIGUSR1},
-		{"Workers 4, phased restart", 4, syscall.SIGUSR1},
-		{"Workers 2, hot restart of the tree", 2, syscall.SIGUSR2},
-	} {
-		r, err := measureRestarts(cfg, bins["graceful"], dir, sc.workers, sc.sig)
-		if err != nil {
-			return fmt.Errorf("%s: %w", sc.name, err)
+	g := bins["graceful"]
+	info := []string{"GRACEFUL_LOG=info"}
+	targets := []target{
+		{name: "plain net/http, stop and start", bin: bins["plain"], signal: "SIGTERM", restart: naiveRestart(dir)},
+		{name: "facebookgo/grace gracehttp", bin: bins["gracehttp"], signal: "SIGUSR2", restart: hotRestart(true)},
+		{name: "cloudflare/tableflip", bin: bins["tableflip"], signal: "SIGUSR2", restart: hotRestart(true)},
+		{name: "graceful, single", bin: g, env: info, signal: "SIGUSR2", ours: true, restart: hotRestart(true)},
+		{name: "graceful, Workers 1, phased", bin: g, env: append(info, "WORKERS=1"), workers: 1, signal: "SIGUSR1", ours: true, restart: phasedRestart(1)},
+		{name: "graceful, Workers 2, phased", bin: g, env: append(info, "WORKERS=2"), workers: 2, signal: "SIGUSR1", ours: true, restart: phasedRestart(2)},
+		{name: "graceful, Workers 4, phased", bin: g, env: append(info, "WORKERS=4"), workers: 4, signal: "SIGUSR1", ours: true, restart: phasedRestart(4)},
+		{name: "graceful, Workers 1, hot", bin: g, env: append(info, "WORKERS=1"), workers: 1, signal: "SIGUSR2", ours: true, restart: hotRestart(false)},
+		{name: "graceful, Workers 2, hot", bin: g, env: append(info, "WORKERS=2"), workers: 2, signal: "SIGUSR2", ours: true, restart: hotRestart(false)},
+		{name: "graceful, Workers 4, hot", bin: g, env: append(info, "WORKERS=4"), workers: 4, signal: "SIGUSR2", ours: true, restart: hotRestart(false)},
+	}
+	targets = append(targets, pumaTargets()...)
+	for _, t := range targets {
+		if short && !t.ours {
+			continue
 		}
-		r.Name = sc.name
+		r, err := measureRestarts(cfg, t, dir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		r.Ours = t.ours
 		rep.Restarts = append(rep.Restarts, r)
+		fmt.Fprintf(os.Stderr, "bench: %s: %d requests, %d failed\n", t.name, r.Requests, r.Failed)
 	}
 
 	md := markdown(rep)
@@ -162,7 +173,7 @@ func run(cfg config, out string, short bool) error {
 	}
 	if short {
 		for _, r := range rep.Restarts {
-			if r.Failed > 0 || r.Leftovers > 0 {
+			if r.Ours && (r.Failed > 0 || r.Leftovers > 0) {
 				return fmt.Errorf("%s: %d failed requests, %d leftover processes", r.Name, r.Failed, r.Leftovers)
 			}
 		}
@@ -173,7 +184,7 @@ func run(cfg config, out string, short bool) error {
 // measureThroughput alternates rounds of the same closed-loop load on the
 // plain and the graceful target, with wrk where it is installed (it costs
 // the machine less than a Go client), else with loadgen.
-func measureThroughput(cfg config, bins map[string]string, dir, clients string) (throughput, error) {
+func measureThroughput(cfg config, bins map[string]string, dir, clients string, mem map[string]float64) (throughput, error) {
 	tp := throughput{Clients: clients, Tool: "loadgen"}
 	wrk, _ := exec.LookPath("wrk")
 	if wrk != "" {
@@ -201,6 +212,9 @@ func measureThroughput(cfg config, bins map[string]string, dir, clients string) 
 				rps, q99, err = runWrk(append(loadWrap, wrk), s.Addr(), cfg, clients == "keep-alive")
 			} else {
 				rps, q99 = runLoadgen(s.Addr(), cfg, clients == "keep-alive")
+			}
+			if rss, _ := proc.RSS(s.PID()); i == 0 && name == "plain" && mem != nil {
+				mem["plain net/http"] = mb(rss)
 			}
 			syscall.Kill(s.PID(), syscall.SIGKILL)
 			proc.WaitGone(s.PID(), 10*time.Second)
@@ -291,7 +305,7 @@ func median(x []float64) float64 {
 // measureCluster compares the throughput of Workers 2 with single mode,
 // neither pinned: the question is what the cluster costs or gains on this
 // machine as a whole, with the load generator on the same CPUs.
-func measureCluster(cfg config, bin, dir string) (throughput, error) {
+func measureCluster(cfg config, bin, dir string, mem map[string]float64) (throughput, error) {
 	tp := throughput{Clients: "keep-alive", Tool: "loadgen"}
 	wrk, _ := exec.LookPath("wrk")
 	if wrk != "" {
@@ -316,6 +330,21 @@ func measureCluster(cfg config, bin, dir string) (throughput, error) {
 				rps, q99, err = runWrk([]string{wrk}, s.Addr(), cfg, true)
 			} else {
 				rps, q99 = runLoadgen(s.Addr(), cfg, true)
+			}
+			if i == 0 {
+				// Resident memory after a round of load.
+				rss, _ := proc.RSS(s.PID())
+				if env == nil {
+					mem["graceful, single"] = mb(rss)
+				} else {
+					mem["graceful, master of Workers 2"] = mb(rss)
+					for _, pid := range proc.Running(bin) {
+						if pid != s.PID() {
+							rss, _ := proc.RSS(pid)
+							mem["graceful, worker of Workers 2"] = mb(rss)
+						}
+					}
+				}
 			}
 			s.Kill()
 			if err != nil {
@@ -354,21 +383,136 @@ func waitWorkers(s *proc.Server, n int) error {
 	return nil
 }
 
-// measureRestarts sends restarts (sig) to the graceful target, with the
-// workers given, under load, and measures what they cost the clients.
-func measureRestarts(cfg config, bin, dir string, workers int, sig syscall.Signal) (restarts, error) {
-	r := restarts{Count: cfg.Restarts, Workers: workers, Signal: map[syscall.Signal]string{syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2"}[sig]}
-	env := []string{"GRACEFUL_LOG=info"}
-	if workers > 0 {
-		env = append(env, "WORKERS="+strconv.Itoa(workers))
+// target is a server program and how to restart it.
+type target struct {
+	name    string
+	bin     string
+	exe     string // what /proc shows for its processes, when not bin
+	env     []string
+	workers int
+	signal  string
+	ours    bool // a graceful row: -short fails if it loses a request
+	// restart restarts s and waits until the restart is done. It returns
+	// the server as it is afterwards (a naive restart starts a new one)
+	// and, where one process replaces another, a test for responses from
+	// the new one.
+	restart func(s *proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error)
+}
+
+// hotRestart is SIGUSR2 for servers whose successor writes the pidfile:
+// done when the old process has exited.
+func hotRestart(newPIDAnswers bool) func(*proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+	return func(s *proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+		old, pid, err := s.Restart(30 * time.Second)
+		if err != nil {
+			return s, nil, 0, err
+		}
+		if err := proc.WaitGone(old, 60*time.Second); err != nil {
+			return s, nil, 0, err
+		}
+		if !newPIDAnswers {
+			return s, nil, 0, nil
+		}
+		p := strconv.Itoa(pid)
+		return s, func(sm loadgen.Sample) bool { return sm.PID == p }, 0, nil
 	}
-	s, err := proc.Start(bin, dir, env)
+}
+
+// phasedRestart is SIGUSR1 to a graceful master: done when the master
+// reports the phase complete.
+func phasedRestart(workers int) func(*proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+	phase := 0
+	return func(s *proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+		phase++
+		if err := syscall.Kill(s.PID(), syscall.SIGUSR1); err != nil {
+			return s, nil, 0, err
+		}
+		d, err := waitPhase(s, phase)
+		return s, nil, d / time.Duration(workers), err
+	}
+}
+
+// naiveRestart stops the server with SIGTERM and starts a new one on the
+// same port: what a deploy without a restart library does.
+func naiveRestart(dir string) func(*proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+	return func(s *proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+		old := s.PID()
+		syscall.Kill(old, syscall.SIGTERM)
+		if err := proc.WaitGone(old, 30*time.Second); err != nil {
+			return s, nil, 0, err
+		}
+		ns, err := proc.StartOn(s.Port, nil, s.Bin, dir, nil)
+		if err != nil {
+			return s, nil, 0, err
+		}
+		p := strconv.Itoa(ns.PID())
+		return ns, func(sm loadgen.Sample) bool { return sm.PID == p }, 0, nil
+	}
+}
+
+// logRestart sends sig and waits until the server's output holds delta
+// more of what count counts: for Puma, whose PID a hot restart keeps.
+func logRestart(sig syscall.Signal, count func(string) int, delta, workers int) func(*proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+	return func(s *proc.Server) (*proc.Server, func(loadgen.Sample) bool, time.Duration, error) {
+		before := count(s.Output.String())
+		at := time.Now()
+		if err := syscall.Kill(s.PID(), sig); err != nil {
+			return s, nil, 0, err
+		}
+		for deadline := time.Now().Add(60 * time.Second); count(s.Output.String()) < before+delta; time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return s, nil, 0, fmt.Errorf("restart not done after 60 s")
+			}
+		}
+		var per time.Duration
+		if workers > 0 && sig == syscall.SIGUSR1 {
+			per = time.Since(at) / time.Duration(workers)
+		}
+		return s, nil, per, nil
+	}
+}
+
+func counter(marker string) func(string) int {
+	return func(out string) int { return strings.Count(out, marker) }
+}
+
+// pumaTargets are the Puma rows, where Debian's puma is installed.
+func pumaTargets() []target {
+	if _, err := exec.LookPath("puma"); err != nil {
+		return nil
+	}
+	ruby, err := exec.LookPath("ruby")
+	if err == nil {
+		ruby, err = filepath.EvalSymlinks(ruby)
+	}
+	if err != nil {
+		return nil
+	}
+	run, err := filepath.Abs("targets/puma/run.sh")
+	if err != nil {
+		return nil
+	}
+	v, _ := exec.Command("puma", "--version").Output()
+	name := "Puma " + strings.TrimPrefix(strings.TrimSpace(string(v)), "puma version ")
+	booted := counter("booted in")
+	return []target{
+		{name: name + ", single", bin: run, exe: ruby, signal: "SIGUSR2", restart: logRestart(syscall.SIGUSR2, counter("Use Ctrl-C to stop"), 1, 0)},
+		{name: name + ", 2 workers, phased", bin: run, exe: ruby, env: []string{"WORKERS=2"}, workers: 2, signal: "SIGUSR1", restart: logRestart(syscall.SIGUSR1, booted, 2, 2)},
+		{name: name + ", 2 workers, hot", bin: run, exe: ruby, env: []string{"WORKERS=2"}, workers: 2, signal: "SIGUSR2", restart: logRestart(syscall.SIGUSR2, booted, 2, 2)},
+	}
+}
+
+// measureRestarts restarts t under load, cfg.Restarts times, and measures
+// what the restarts cost the clients.
+func measureRestarts(cfg config, t target, dir string) (restarts, error) {
+	r := restarts{Name: t.name, Count: cfg.Restarts, Workers: t.workers, Signal: t.signal}
+	s, err := proc.Start(t.bin, dir, t.env)
 	if err != nil {
 		return r, err
 	}
-	defer s.Kill()
-	if workers > 0 {
-		if err := waitWorkers(s, workers); err != nil {
+	defer func() { s.Kill() }()
+	if t.workers > 0 {
+		if err := waitWorkers(s, t.workers); err != nil {
 			return r, err
 		}
 	}
@@ -388,38 +532,18 @@ func measureRestarts(cfg config, bin, dir string, workers int, sig syscall.Signa
 	}
 	var rs []restart
 	var took, perWorker []time.Duration
-	phase := 0
 	for i := 0; i < cfg.Restarts; i++ {
 		at := time.Now()
-		x := restart{signal: at}
-		if sig == syscall.SIGUSR2 {
-			old, pid, err := s.Restart(30 * time.Second)
-			if err != nil {
-				gen.Stop()
-				return r, fmt.Errorf("restart %d: %w\n%s", i+1, err, s.Output)
-			}
-			if err := proc.WaitGone(old, 60*time.Second); err != nil {
-				gen.Stop()
-				return r, err
-			}
-			if workers == 0 {
-				newPID := strconv.Itoa(pid)
-				x.firstNew = func(sm loadgen.Sample) bool { return sm.PID == newPID }
-			}
-		} else {
-			phase++
-			if err := syscall.Kill(s.PID(), syscall.SIGUSR1); err != nil {
-				gen.Stop()
-				return r, err
-			}
-			d, err := waitPhase(s, phase)
-			if err != nil {
-				gen.Stop()
-				return r, err
-			}
-			perWorker = append(perWorker, d/time.Duration(workers))
+		ns, firstNew, per, err := t.restart(s)
+		s = ns
+		if err != nil {
+			gen.Stop()
+			return r, fmt.Errorf("restart %d: %w\n%s", i+1, err, s.Output)
 		}
-		x.done = time.Now()
+		if per > 0 {
+			perWorker = append(perWorker, per)
+		}
+		x := restart{signal: at, done: time.Now(), firstNew: firstNew}
 		took = append(took, x.done.Sub(at))
 		rs = append(rs, x)
 		time.Sleep(200 * time.Millisecond) // spacing between restarts, part of the load's shape
@@ -434,7 +558,11 @@ func measureRestarts(cfg config, bin, dir string, workers int, sig syscall.Signa
 	if err := s.Stop(30 * time.Second); err != nil {
 		return r, err
 	}
-	r.Leftovers = len(proc.Running(bin))
+	exe := t.exe
+	if exe == "" {
+		exe = t.bin
+	}
+	r.Leftovers = len(proc.Running(exe))
 
 	r.Requests, r.Failed, r.Failures = res.Requests(), res.Failed(), res.Failures()
 	var firstNew []time.Duration
@@ -516,9 +644,25 @@ func markdown(rep report) string {
 	fmt.Fprintln(&b, "|---:|---:|---:|---:|---:|")
 	fmt.Fprintf(&b, "| %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", median(c.Plain), median(c.Graceful), c.Ratio, c.RatioMin, c.RatioMax, c.PlainP99, c.GracefulP99)
 
+	if len(rep.MemoryMB) > 0 {
+		fmt.Fprintf(&b, "\nResident memory after a round of load (the pinned rounds for plain net/http, GOMAXPROCS=1):")
+		var names []string
+		for n := range rep.MemoryMB {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for i, n := range names {
+			sep := ";"
+			if i == len(names)-1 {
+				sep = "."
+			}
+			fmt.Fprintf(&b, " %s %.1f MB%s", n, rep.MemoryMB[n], sep)
+		}
+		fmt.Fprintln(&b)
+	}
 	fmt.Fprintf(&b, "\n## Restarts under load\n\n")
 	fmt.Fprintf(&b, "Each row: %d restarts, 200 ms apart, under 4 keep-alive POST clients that never retry, 2 new-connection clients and 2 clients of %d ms requests. Latencies in ms.\n\n", rep.Config.Restarts, rep.Config.SlowMS)
-	fmt.Fprintln(&b, "| mode | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
+	fmt.Fprintln(&b, "| server | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rep.Restarts {
 		firstNew, per := "–", "–"
@@ -560,6 +704,8 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s, %d CPUs, %s %s/%s", model, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
+
+func mb(b int64) float64 { return float64(b*10/(1<<20)) / 10 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

@@ -93,6 +93,11 @@ func StartWrapped(wrapper []string, bin, dir string, env []string) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	return StartOn(port, wrapper, bin, dir, env)
+}
+
+// StartOn is StartWrapped on a given port.
+func StartOn(port int, wrapper []string, bin, dir string, env []string) (*Server, error) {
 	s := &Server{Bin: bin, Port: port, PIDFile: filepath.Join(dir, "server.pid"), Output: &Buffer{}}
 	os.Remove(s.PIDFile)
 	argv := append(append([]string{}, wrapper...), bin)
@@ -304,6 +309,21 @@ func ReapZombies() {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 	}
+}
+
+// RSS returns pid's resident memory in bytes.
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
 }
 
 // FDCount returns how many descriptors pid holds.
