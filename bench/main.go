@@ -34,18 +34,27 @@ type config struct {
 	RoundTime   time.Duration `json:"round_time_ns"`
 	Concurrency int           `json:"concurrency"`
 	SlowMS      int           `json:"slow_ms"`
+	KeepAlive   int           `json:"restart_keepalive_clients"`
+	Fresh       int           `json:"restart_new_connection_clients"`
+	SlowClients int           `json:"restart_slow_clients"`
 }
 
 type throughput struct {
-	Clients     string    `json:"clients"`
-	Tool        string    `json:"tool"`
-	Plain       []float64 `json:"plain_rps"`
-	Graceful    []float64 `json:"graceful_rps"`
-	Ratio       float64   `json:"ratio"` // median of the per-round ratios
-	RatioMin    float64   `json:"ratio_min"`
-	RatioMax    float64   `json:"ratio_max"`
-	PlainP99    float64   `json:"plain_p99_ms"`
-	GracefulP99 float64   `json:"graceful_p99_ms"`
+	Clients  string    `json:"clients"`
+	Tool     string    `json:"tool"`
+	Plain    []float64 `json:"plain_rps"`
+	Graceful []float64 `json:"graceful_rps"`
+	Ratio    float64   `json:"ratio"` // median of the per-round ratios
+	RatioMin float64   `json:"ratio_min"`
+	RatioMax float64   `json:"ratio_max"`
+	// Server CPU time per request, all rounds together, and plain's over
+	// graceful's: the throughput ratio at equal CPU, which time stolen
+	// from the machine does not blur.
+	PlainCPU    float64 `json:"plain_cpu_us_per_request"`
+	GracefulCPU float64 `json:"graceful_cpu_us_per_request"`
+	CPURatio    float64 `json:"cpu_ratio"`
+	PlainP99    float64 `json:"plain_p99_ms"`
+	GracefulP99 float64 `json:"graceful_p99_ms"`
 }
 
 type restarts struct {
@@ -59,6 +68,9 @@ type restarts struct {
 	Failures       map[string]int `json:"failures"`
 	FirstNewMedian float64        `json:"signal_to_first_new_response_median_ms"`
 	FirstNewMax    float64        `json:"signal_to_first_new_response_max_ms"`
+	OverallP50     float64        `json:"p50_ms"`
+	OverallP99     float64        `json:"p99_ms"`
+	OverallMax     float64        `json:"max_ms"`
 	SteadyP50      float64        `json:"steady_p50_ms"`
 	SteadyP99      float64        `json:"steady_p99_ms"`
 	RestartP99     float64        `json:"restart_window_p99_ms"`
@@ -77,7 +89,7 @@ type report struct {
 	Machine    string             `json:"machine"`
 	Config     config             `json:"config"`
 	Throughput []throughput       `json:"throughput"`
-	Cluster    throughput         `json:"cluster_throughput"`
+	Unpinned   unpinned           `json:"unpinned_throughput"`
 	MemoryMB   map[string]float64 `json:"resident_memory_mb"`
 	Restarts   []restarts         `json:"restarts"`
 }
@@ -91,6 +103,9 @@ func main() {
 	flag.DurationVar(&cfg.RoundTime, "round", 2*time.Second, "length of a throughput round")
 	flag.IntVar(&cfg.Concurrency, "c", 8, "clients for the throughput rounds")
 	flag.IntVar(&cfg.SlowMS, "slow", 200, "length of the slow requests in flight across restarts, ms")
+	flag.IntVar(&cfg.KeepAlive, "ka", 4, "keep-alive POST clients (never retrying) during restarts")
+	flag.IntVar(&cfg.Fresh, "fresh", 2, "new-connection clients during restarts")
+	flag.IntVar(&cfg.SlowClients, "slowc", 2, "clients of slow requests during restarts")
 	flag.Parse()
 	if *short {
 		cfg.Restarts, cfg.Rounds, cfg.RoundTime = 5, 2, time.Second
@@ -120,13 +135,13 @@ func run(cfg config, out string, short bool) error {
 	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg, MemoryMB: map[string]float64{}}
 
 	for _, clients := range []string{"keep-alive", "new connection"} {
-		tp, err := measureThroughput(cfg, bins, dir, clients, rep.MemoryMB)
+		tp, err := measureThroughput(cfg, bins, dir, clients)
 		if err != nil {
 			return err
 		}
 		rep.Throughput = append(rep.Throughput, tp)
 	}
-	if rep.Cluster, err = measureCluster(cfg, bins["graceful"], dir, rep.MemoryMB); err != nil {
+	if rep.Unpinned, err = measureCluster(cfg, bins, dir, rep.MemoryMB); err != nil {
 		return err
 	}
 	g := bins["graceful"]
@@ -184,7 +199,7 @@ func run(cfg config, out string, short bool) error {
 // measureThroughput alternates rounds of the same closed-loop load on the
 // plain and the graceful target, with wrk where it is installed (it costs
 // the machine less than a Go client), else with loadgen.
-func measureThroughput(cfg config, bins map[string]string, dir, clients string, mem map[string]float64) (throughput, error) {
+func measureThroughput(cfg config, bins map[string]string, dir, clients string) (throughput, error) {
 	tp := throughput{Clients: clients, Tool: "loadgen"}
 	wrk, _ := exec.LookPath("wrk")
 	if wrk != "" {
@@ -200,6 +215,7 @@ func measureThroughput(cfg config, bins map[string]string, dir, clients string, 
 		tp.Tool += ", server pinned to CPU 0 with GOMAXPROCS=1, load on the others"
 	}
 	p99 := map[string][]float64{}
+	cpu, reqs := map[string]time.Duration{}, map[string]float64{}
 	var ratios []float64
 	for i := 0; i < cfg.Rounds; i++ {
 		for _, name := range []string{"plain", "graceful"} {
@@ -208,14 +224,15 @@ func measureThroughput(cfg config, bins map[string]string, dir, clients string, 
 				return tp, err
 			}
 			var rps, q99 float64
+			cpu0, _ := proc.CPUTime(s.PID())
 			if wrk != "" {
 				rps, q99, err = runWrk(append(loadWrap, wrk), s.Addr(), cfg, clients == "keep-alive")
 			} else {
 				rps, q99 = runLoadgen(s.Addr(), cfg, clients == "keep-alive")
 			}
-			if rss, _ := proc.RSS(s.PID()); i == 0 && name == "plain" && mem != nil {
-				mem["plain net/http"] = mb(rss)
-			}
+			cpu1, _ := proc.CPUTime(s.PID())
+			cpu[name] += cpu1 - cpu0
+			reqs[name] += rps * cfg.RoundTime.Seconds()
 			syscall.Kill(s.PID(), syscall.SIGKILL)
 			proc.WaitGone(s.PID(), 10*time.Second)
 			if err != nil {
@@ -236,6 +253,13 @@ func measureThroughput(cfg config, bins map[string]string, dir, clients string, 
 		tp.Ratio = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
 	}
 	tp.PlainP99, tp.GracefulP99 = median(p99["plain"]), median(p99["graceful"])
+	if reqs["plain"] > 0 && reqs["graceful"] > 0 {
+		tp.PlainCPU = float64(cpu["plain"].Microseconds()) / reqs["plain"]
+		tp.GracefulCPU = float64(cpu["graceful"].Microseconds()) / reqs["graceful"]
+		if tp.GracefulCPU > 0 {
+			tp.CPURatio = tp.PlainCPU / tp.GracefulCPU
+		}
+	}
 	return tp, nil
 }
 
@@ -302,41 +326,57 @@ func median(x []float64) float64 {
 	return y[len(y)/2]
 }
 
-// measureCluster compares the throughput of Workers 2 with single mode,
-// neither pinned: the question is what the cluster costs or gains on this
-// machine as a whole, with the load generator on the same CPUs.
-func measureCluster(cfg config, bin, dir string, mem map[string]float64) (throughput, error) {
-	tp := throughput{Clients: "keep-alive", Tool: "loadgen"}
+// unpinned is throughput with nothing pinned: what each mode costs or
+// gains on this machine as a whole, with the load generator on the same
+// CPUs.
+type unpinned struct {
+	Tool  string               `json:"tool"`
+	RPS   map[string]float64   `json:"rps"`            // median per mode
+	P99   map[string]float64   `json:"p99_ms"`         // median per mode
+	Ratio map[string][]float64 `json:"ratio_to_plain"` // median, min, max of per-round ratios
+}
+
+var unpinnedModes = []string{"plain net/http", "graceful, single", "graceful, Workers 2"}
+
+// measureCluster measures plain net/http, graceful single and graceful
+// Workers 2 in alternating rounds, none pinned, with keep-alive clients.
+func measureCluster(cfg config, bins map[string]string, dir string, mem map[string]float64) (unpinned, error) {
+	u := unpinned{Tool: "loadgen", RPS: map[string]float64{}, P99: map[string]float64{}, Ratio: map[string][]float64{}}
 	wrk, _ := exec.LookPath("wrk")
 	if wrk != "" {
-		tp.Tool = "wrk"
+		u.Tool = "wrk"
 	}
-	var ratios []float64
-	p99 := map[string][]float64{}
+	rps, p99, ratios := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for i := 0; i < cfg.Rounds; i++ {
-		for _, env := range [][]string{nil, {"WORKERS=2"}} {
+		for _, mode := range unpinnedModes {
+			bin, env := bins["graceful"], []string(nil)
+			switch mode {
+			case "plain net/http":
+				bin = bins["plain"]
+			case "graceful, Workers 2":
+				env = []string{"WORKERS=2"}
+			}
 			s, err := proc.Start(bin, dir, env)
 			if err != nil {
-				return tp, err
+				return u, err
 			}
 			if env != nil {
 				if err := waitWorkers(s, 2); err != nil {
 					s.Kill()
-					return tp, err
+					return u, err
 				}
 			}
-			var rps, q99 float64
+			var r, q float64
 			if wrk != "" {
-				rps, q99, err = runWrk([]string{wrk}, s.Addr(), cfg, true)
+				r, q, err = runWrk([]string{wrk}, s.Addr(), cfg, true)
 			} else {
-				rps, q99 = runLoadgen(s.Addr(), cfg, true)
+				r, q = runLoadgen(s.Addr(), cfg, true)
 			}
 			if i == 0 {
 				// Resident memory after a round of load.
 				rss, _ := proc.RSS(s.PID())
-				if env == nil {
-					mem["graceful, single"] = mb(rss)
-				} else {
+				switch mode {
+				case "graceful, Workers 2":
 					mem["graceful, master of Workers 2"] = mb(rss)
 					for _, pid := range proc.Running(bin) {
 						if pid != s.PID() {
@@ -344,26 +384,29 @@ func measureCluster(cfg config, bin, dir string, mem map[string]float64) (throug
 							mem["graceful, worker of Workers 2"] = mb(rss)
 						}
 					}
+				default:
+					mem[mode] = mb(rss)
 				}
 			}
 			s.Kill()
 			if err != nil {
-				return tp, err
+				return u, err
 			}
-			if env == nil {
-				tp.Plain = append(tp.Plain, rps)
-				p99["single"] = append(p99["single"], q99)
-			} else {
-				tp.Graceful = append(tp.Graceful, rps)
-				p99["cluster"] = append(p99["cluster"], q99)
-				ratios = append(ratios, rps/tp.Plain[len(tp.Plain)-1])
+			rps[mode] = append(rps[mode], r)
+			p99[mode] = append(p99[mode], q)
+			if mode != "plain net/http" {
+				ratios[mode] = append(ratios[mode], r/rps["plain net/http"][i])
 			}
 		}
 	}
-	sort.Float64s(ratios)
-	tp.Ratio, tp.RatioMin, tp.RatioMax = median(ratios), ratios[0], ratios[len(ratios)-1]
-	tp.PlainP99, tp.GracefulP99 = median(p99["single"]), median(p99["cluster"])
-	return tp, nil
+	for _, mode := range unpinnedModes {
+		u.RPS[mode], u.P99[mode] = median(rps[mode]), median(p99[mode])
+		if r := ratios[mode]; len(r) > 0 {
+			sort.Float64s(r)
+			u.Ratio[mode] = []float64{median(r), r[0], r[len(r)-1]}
+		}
+	}
+	return u, nil
 }
 
 // waitWorkers waits until a cluster has n workers serving: n distinct PIDs
@@ -518,7 +561,7 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 	}
 	r.FDFirst, _ = proc.FDCount(s.PID())
 	gen := loadgen.Start(loadgen.Config{
-		Addr: s.Addr(), KeepAlive: 4, Fresh: 2, Slow: 2,
+		Addr: s.Addr(), KeepAlive: cfg.KeepAlive, Fresh: cfg.Fresh, Slow: cfg.SlowClients,
 		SlowPath: fmt.Sprintf("/sleep?ms=%d", cfg.SlowMS),
 		Duration: 5*time.Minute + time.Duration(cfg.Restarts)*time.Second,
 	})
@@ -579,6 +622,8 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 	}
 	sortD(firstNew)
 	r.FirstNewMedian, r.FirstNewMax = ms(loadgen.Quantile(firstNew, 0.5)), ms(last(firstNew))
+	all := res.Latencies(nil)
+	r.OverallP50, r.OverallP99, r.OverallMax = ms(loadgen.Quantile(all, 0.5)), ms(loadgen.Quantile(all, 0.99)), ms(last(all))
 	steady := res.Latencies(func(sm loadgen.Sample) bool { return sm.Start.After(steadyFrom) && sm.Start.Before(steadyTo) })
 	r.SteadyP50, r.SteadyP99 = ms(loadgen.Quantile(steady, 0.5)), ms(loadgen.Quantile(steady, 0.99))
 	inWindow := func(sm loadgen.Sample) bool {
@@ -633,19 +678,24 @@ func markdown(rep report) string {
 	if len(rep.Throughput) > 0 {
 		fmt.Fprintf(&b, "Load from %s.\n\n", rep.Throughput[0].Tool)
 	}
-	fmt.Fprintln(&b, "| clients | plain net/http req/s | graceful req/s | graceful / plain, median of rounds (min–max) | plain p99 | graceful p99 |")
-	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| clients | plain net/http req/s | graceful req/s | graceful / plain, median of rounds (min–max) | server CPU per request, plain / graceful | plain / graceful CPU (throughput at equal CPU) | plain p99 | graceful p99 |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, t := range rep.Throughput {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", t.Clients, median(t.Plain), median(t.Graceful), t.Ratio, t.RatioMin, t.RatioMax, t.PlainP99, t.GracefulP99)
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.1f / %.1f µs | **%.3f** | %.2f ms | %.2f ms |\n", t.Clients, median(t.Plain), median(t.Graceful), t.Ratio, t.RatioMin, t.RatioMax, t.PlainCPU, t.GracefulCPU, t.CPURatio, t.PlainP99, t.GracefulP99)
 	}
-	c := rep.Cluster
-	fmt.Fprintf(&b, "\n## Throughput of Workers 2 against single mode, no restarts (%s, nothing pinned)\n\n", c.Tool)
-	fmt.Fprintln(&b, "| single req/s | Workers 2 req/s | Workers 2 / single, median (min–max) | single p99 | Workers 2 p99 |")
-	fmt.Fprintln(&b, "|---:|---:|---:|---:|---:|")
-	fmt.Fprintf(&b, "| %.0f | %.0f | **%.3f** (%.3f–%.3f) | %.2f ms | %.2f ms |\n", median(c.Plain), median(c.Graceful), c.Ratio, c.RatioMin, c.RatioMax, c.PlainP99, c.GracefulP99)
-
+	u := rep.Unpinned
+	fmt.Fprintf(&b, "\n## Throughput with nothing pinned, no restarts (%s, keep-alive, %d clients)\n\n", u.Tool, rep.Config.Concurrency)
+	fmt.Fprintln(&b, "| server | req/s | against plain net/http, median (min–max) | p99 |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|")
+	for _, mode := range unpinnedModes {
+		ratio := "1"
+		if r := u.Ratio[mode]; len(r) == 3 {
+			ratio = fmt.Sprintf("**%.3f** (%.3f–%.3f)", r[0], r[1], r[2])
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.2f ms |\n", mode, u.RPS[mode], ratio, u.P99[mode])
+	}
 	if len(rep.MemoryMB) > 0 {
-		fmt.Fprintf(&b, "\nResident memory after a round of load (the pinned rounds for plain net/http, GOMAXPROCS=1):")
+		fmt.Fprintf(&b, "\nResident memory after the first round of load:")
 		var names []string
 		for n := range rep.MemoryMB {
 			names = append(names, n)
@@ -661,9 +711,9 @@ func markdown(rep report) string {
 		fmt.Fprintln(&b)
 	}
 	fmt.Fprintf(&b, "\n## Restarts under load\n\n")
-	fmt.Fprintf(&b, "Each row: %d restarts, 200 ms apart, under 4 keep-alive POST clients that never retry, 2 new-connection clients and 2 clients of %d ms requests. Latencies in ms.\n\n", rep.Config.Restarts, rep.Config.SlowMS)
-	fmt.Fprintln(&b, "| server | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
-	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(&b, "Each row: %d restarts, 200 ms apart, under %d keep-alive POST clients that never retry, %d new-connection clients and %d clients of %d ms requests. Latencies in ms.\n\n", rep.Config.Restarts, rep.Config.KeepAlive, rep.Config.Fresh, rep.Config.SlowClients, rep.Config.SlowMS)
+	fmt.Fprintln(&b, "| server | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | all p50 / p99 / max | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rep.Restarts {
 		firstNew, per := "–", "–"
 		if r.FirstNewMax > 0 {
@@ -672,9 +722,9 @@ func markdown(rep report) string {
 		if r.PerWorker > 0 {
 			per = fmt.Sprintf("%.0f", r.PerWorker)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f / %.2f / %.0f | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
 			r.Name, r.Signal, r.Requests, r.Failed, kinds(r.Failures), firstNew, r.DrainMedian, per,
-			r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.FDFirst, r.FDLast, r.Leftovers)
+			r.OverallP50, r.OverallP99, r.OverallMax, r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.FDFirst, r.FDLast, r.Leftovers)
 	}
 	fmt.Fprintln(&b, "\n\"restart done\" is, for a hot restart, the time until the old process (master and workers) has exited; for a phased restart, until the master reports the phase complete (every worker replaced, the last old one told to drain).")
 	return b.String()

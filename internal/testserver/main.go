@@ -12,7 +12,9 @@
 // (durations), TS_HOOKS (comma-separated "log", "panic", "block"), TS_UNIX
 // (an extra Unix socket), TS_ADMIN (an extra TCP address), TS_WORKERS,
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
-// for a phased restart). The mode "slow" sleeps a second before serving.
+// for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
+// (serve with the package-level ListenAndServe instead of a Server). The
+// mode "slow" sleeps a second before serving.
 package main
 
 import (
@@ -75,6 +77,13 @@ func main() {
 	}
 	time.Sleep(dur("TS_START_DELAY"))
 
+	if os.Getenv("TS_PKGFUNC") != "" {
+		// The drop-in idiom: nothing may be printed, and the exit status
+		// must be 0, on a hand-over or a SIGTERM drain.
+		os.WriteFile(os.Getenv("PIDFILE"), []byte(pid+"\n"), 0o644)
+		log.Fatal(graceful.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), routes(func() error { return nil })))
+	}
+
 	srv := &graceful.Server{
 		Server:            &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT")},
 		PIDFile:           os.Getenv("PIDFILE"),
@@ -129,7 +138,12 @@ func main() {
 		}
 	}
 	event("serving")
-	err := srv.ListenAndServe()
+	var err error
+	if cert := os.Getenv("TS_TLS_CERT"); cert != "" {
+		err = srv.ListenAndServeTLS(cert, os.Getenv("TS_TLS_KEY"))
+	} else {
+		err = srv.ListenAndServe()
+	}
 	event("returned %v", err)
 	if err != http.ErrServerClosed {
 		log.Fatal(err)
