@@ -419,55 +419,20 @@ func (m *master) loop() error {
 	r := m.r
 	ticker := time.NewTicker(100 * time.Millisecond)
 	defer ticker.Stop()
-	var (
-		succ    *successor
-		waiters []chan error
-	)
-	answer := func(err error) {
-		for _, w := range waiters {
-			w <- err
-		}
-		waiters = nil
-	}
-	abortSucc := func(why string) {
-		if succ != nil {
-			succ.abort()
-			r.log.Warn("graceful: restart abandoned", "successor", succ.pid(), "reason", why)
-			answer(fmt.Errorf("graceful: restart abandoned: %s", why))
-			succ = nil
-		}
-	}
-	hot := func(done chan error) {
-		switch {
-		case succ != nil:
-			r.log.Warn("graceful: restart ignored: a restart is already in progress", "successor", succ.pid())
-			if done != nil {
-				done <- ErrRestartInProgress
-			}
-			return
-		case m.phase != nil:
-			r.log.Warn("graceful: restart ignored: a phased restart is in progress")
+	hot := &hotRestart{r: r}
+	restart := func(by string, done chan error) {
+		if m.phase != nil {
+			r.log.Warn("graceful: restart ignored: a phased restart is in progress", "by", by)
 			if done != nil {
 				done <- errors.New("graceful: a phased restart is in progress")
 			}
 			return
 		}
-		var err error
-		if succ, err = r.startSuccessor(); err != nil {
-			r.log.Error("graceful: restart failed; still serving", "err", err)
-			if done != nil {
-				done <- err
-			}
-			return
-		}
-		r.log.Info("graceful: new master starting", "successor", succ.pid())
-		if done != nil {
-			waiters = append(waiters, done)
-		}
+		hot.begin(by, done)
 	}
-	phased := func(done chan error) {
-		if succ != nil {
-			r.log.Warn("graceful: phased restart ignored: a restart is in progress")
+	phased := func(by string, done chan error) {
+		if hot.succ != nil {
+			r.log.Warn("graceful: phased restart ignored: a restart is in progress", "by", by)
 			if done != nil {
 				done <- ErrRestartInProgress
 			}
@@ -476,10 +441,6 @@ func (m *master) loop() error {
 		m.startPhase(done)
 	}
 	for {
-		var succDone <-chan error
-		if succ != nil {
-			succDone = succ.result
-		}
 		select {
 		case ev := <-m.events:
 			if err := m.event(ev); err != nil {
@@ -492,46 +453,37 @@ func (m *master) loop() error {
 		case sig := <-r.sigs:
 			switch sig {
 			case syscall.SIGUSR2:
-				r.log.Info("graceful: restart requested", "signal", sig.String())
-				hot(nil)
+				restart(sig.String(), nil)
 			case syscall.SIGUSR1:
 				r.log.Info("graceful: phased restart requested", "signal", sig.String())
-				phased(nil)
+				phased(sig.String(), nil)
 			case syscall.SIGTTIN:
 				m.resize(+1)
 			case syscall.SIGTTOU:
 				m.resize(-1)
 			default:
-				abortSucc("received " + sig.String())
+				hot.abort("received " + sig.String())
 				r.log.Info("graceful: shutting down", "reason", sig.String(), "pid", os.Getpid())
 				return m.stop(false, nil)
 			}
 		case req := <-r.reqs:
 			switch req.kind {
 			case reqRestart:
-				hot(req.done)
+				restart("Restart", req.done)
 			case reqPhased:
-				phased(req.done)
+				phased("PhasedRestart", req.done)
 			case reqShutdown:
-				abortSucc("Shutdown called")
+				hot.abort("Shutdown called")
 				r.log.Info("graceful: shutting down", "reason", "Shutdown", "pid", os.Getpid())
 				return m.stop(false, req.done)
 			}
-		case err := <-succDone:
-			if err == nil {
-				err = r.handOver(succ)
+		case err := <-hot.result():
+			if succ := hot.settle(err); succ != nil {
+				r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
+				err := m.stop(true, nil)
+				succ.release()
+				return err
 			}
-			if err != nil {
-				r.log.Error("graceful: restart failed; still serving", "err", err)
-				answer(err)
-				succ = nil
-				continue
-			}
-			answer(nil)
-			r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
-			err = m.stop(true, nil)
-			succ.release()
-			return err
 		}
 	}
 }

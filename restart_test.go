@@ -286,7 +286,7 @@ func TestDoubleSignal(t *testing.T) {
 	require.NoError(t, syscall.Kill(first, syscall.SIGUSR2))
 	waitOutput(t, s, "successor started")
 	require.NoError(t, syscall.Kill(first, syscall.SIGUSR2))
-	waitOutput(t, s, "restart signal ignored: a restart is already in progress")
+	waitOutput(t, s, "restart ignored: a restart is already in progress")
 	pid, err := s.WaitPIDFile(first, 15*time.Second)
 	require.NoError(t, err)
 	require.NoError(t, proc.WaitGone(first, 15*time.Second))

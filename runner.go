@@ -281,86 +281,34 @@ func (r *runner) call(ctx context.Context, kind reqKind) error {
 
 // loop owns the restart state until the run ends.
 func (r *runner) loop() error {
-	var (
-		succ    *successor   // non-nil while a successor is starting
-		waiters []chan error // Restart calls waiting on succ
-	)
-	answer := func(err error) {
-		for _, w := range waiters {
-			w <- err
-		}
-		waiters = nil
-	}
-	abort := func(why string) {
-		if succ != nil {
-			succ.abort()
-			r.log.Warn("graceful: restart abandoned", "successor", succ.pid(), "reason", why)
-			answer(fmt.Errorf("graceful: restart abandoned: %s", why))
-			succ = nil
-		}
-	}
+	hot := &hotRestart{r: r}
 	for {
-		var succDone <-chan error
-		if succ != nil {
-			succDone = succ.result
-		}
 		select {
 		case sig := <-r.sigs:
-			switch {
-			case isRestartSignal(sig):
-				if succ != nil {
-					r.log.Warn("graceful: restart signal ignored: a restart is already in progress", "signal", sig.String(), "successor", succ.pid())
-					continue
-				}
-				r.log.Info("graceful: restart requested", "signal", sig.String())
-				var err error
-				if succ, err = r.startSuccessor(); err != nil {
-					r.log.Error("graceful: restart failed; still serving", "err", err)
-				} else {
-					r.log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
-				}
-			default:
-				abort("received " + sig.String())
-				return r.stop(nil, sig.String())
+			if isRestartSignal(sig) {
+				hot.begin(sig.String(), nil)
+				continue
 			}
+			hot.abort("received " + sig.String())
+			return r.stop(nil, sig.String())
 		case req := <-r.reqs:
 			switch req.kind {
 			case reqRestart:
-				if succ != nil {
-					req.done <- ErrRestartInProgress
-					continue
-				}
-				r.log.Info("graceful: restart requested", "by", "Restart")
-				var err error
-				if succ, err = r.startSuccessor(); err != nil {
-					r.log.Error("graceful: restart failed; still serving", "err", err)
-					req.done <- err
-					continue
-				}
-				r.log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
-				waiters = append(waiters, req.done)
+				hot.begin("Restart", req.done)
 			case reqShutdown:
-				abort("Shutdown called")
+				hot.abort("Shutdown called")
 				return r.stop(req.done, "Shutdown")
 			case reqPhased:
 				req.done <- ErrNotMaster
 			}
-		case err := <-succDone:
-			if err == nil {
-				err = r.handOver(succ)
+		case err := <-hot.result():
+			if succ := hot.settle(err); succ != nil {
+				return r.retire(succ)
 			}
-			if err != nil {
-				r.log.Error("graceful: restart failed; still serving", "err", err)
-				answer(err)
-				succ = nil
-				continue
-			}
-			answer(nil)
-			return r.retire(succ)
 		case err := <-r.serveErr:
 			r.serving--
 			r.log.Error("graceful: serving failed", "err", err)
-			abort("serving failed")
+			hot.abort("serving failed")
 			r.stop(nil, "serving failed")
 			return err
 		}

@@ -1,0 +1,84 @@
+package graceful
+
+import "fmt"
+
+// hotRestart is a hot restart under way: the successor starting and the
+// Restart calls waiting for the outcome. It belongs to the goroutine of a
+// run's loop, single mode's or a master's, and is only touched there.
+type hotRestart struct {
+	r       *runner
+	succ    *successor   // nil when no restart is under way
+	waiters []chan error // Restart calls waiting on succ
+}
+
+// begin starts a successor unless one is already starting. done, if not
+// nil, receives the outcome.
+func (h *hotRestart) begin(by string, done chan error) {
+	log := h.r.log
+	if h.succ != nil {
+		log.Warn("graceful: restart ignored: a restart is already in progress", "by", by, "successor", h.succ.pid())
+		if done != nil {
+			done <- ErrRestartInProgress
+		}
+		return
+	}
+	log.Info("graceful: restart requested", "by", by)
+	succ, err := h.r.startSuccessor()
+	if err != nil {
+		log.Error("graceful: restart failed; still serving", "err", err)
+		if done != nil {
+			done <- err
+		}
+		return
+	}
+	log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
+	h.succ = succ
+	if done != nil {
+		h.waiters = append(h.waiters, done)
+	}
+}
+
+// result is the channel on which the starting successor's outcome
+// arrives; nil, which blocks for ever in a select, when none is starting.
+func (h *hotRestart) result() <-chan error {
+	if h.succ == nil {
+		return nil
+	}
+	return h.succ.result
+}
+
+// settle takes the outcome of the start: on success it hands over to the
+// successor and returns it; otherwise it reports why and returns nil, and
+// this process serves on.
+func (h *hotRestart) settle(err error) *successor {
+	succ := h.succ
+	h.succ = nil
+	if err == nil {
+		err = h.r.handOver(succ)
+	}
+	if err != nil {
+		h.r.log.Error("graceful: restart failed; still serving", "err", err)
+		h.answer(err)
+		return nil
+	}
+	h.answer(nil)
+	return succ
+}
+
+// abort kills a successor that is starting, if any.
+func (h *hotRestart) abort(why string) {
+	if h.succ == nil {
+		return
+	}
+	h.succ.abort()
+	h.r.log.Warn("graceful: restart abandoned", "successor", h.succ.pid(), "reason", why)
+	h.answer(fmt.Errorf("graceful: restart abandoned: %s", why))
+	h.succ = nil
+}
+
+func (h *hotRestart) answer(err error) {
+	for _, w := range h.waiters {
+		w <- err
+	}
+	h.waiters = nil
+}
