@@ -1,0 +1,60 @@
+package graceful
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// nopConn is a net.Conn that does nothing, so that the benchmarks below
+// time only the bookkeeping the drain needs.
+type nopConn struct{}
+
+func (nopConn) Read([]byte) (int, error)         { return 0, nil }
+func (nopConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (nopConn) Close() error                     { return nil }
+func (nopConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (nopConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (nopConn) SetDeadline(time.Time) error      { return nil }
+func (nopConn) SetReadDeadline(time.Time) error  { return nil }
+func (nopConn) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkConnLifecycle is what a new connection with one request costs
+// the tracker: accept, the state changes net/http reports, close.
+func BenchmarkConnLifecycle(b *testing.B) {
+	t := newTracker()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c := t.add(nopConn{})
+			t.connState(c, http.StateNew)
+			t.connState(c, http.StateActive)
+			t.connState(c, http.StateIdle)
+			c.Close()
+			t.connState(c, http.StateClosed)
+		}
+	})
+}
+
+// BenchmarkRequestBookkeeping is what one more request on a keep-alive
+// connection costs: two state changes and the handler wrapper's check.
+func BenchmarkRequestBookkeeping(b *testing.B) {
+	r := &runner{track: newTracker()}
+	c := r.track.add(nopConn{})
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	wrapped := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, req)
+	})
+	w, req := httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r.track.connState(c, http.StateActive)
+		wrapped.ServeHTTP(w, req)
+		r.track.connState(c, http.StateIdle)
+	}
+}
