@@ -3,7 +3,9 @@
 package graceful_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -262,6 +264,35 @@ func TestPhasedRestartFromCode(t *testing.T) {
 	trigger("phased: <nil>")
 	waitAllGen(t, s, 2)
 	stop(t, s)
+}
+
+// TestStopSignalToWholeGroup: SIGTERM sent to the master and its workers
+// at once, as systemd's default KillMode does, lets an in-flight request
+// finish.
+func TestStopSignalToWholeGroup(t *testing.T) {
+	_, server := binaries(t)
+	s := start(t, server, "TS_WORKERS=2", "TS_DRAIN_IDLE=100ms")
+	waitAllGen(t, s, 0)
+	conn, err := net.Dial("tcp", s.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /sleep?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err, "headers of the slow request")
+	pids := append([]int{s.PID()}, workers(s)...)
+	for _, pid := range pids {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
+	}
+	time.Sleep(50 * time.Millisecond) // a second round, mid-drain
+	for _, pid := range pids[1:] {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err, "the in-flight request was cut off")
+	assert.Equal(t, "slept 800\n", string(body))
+	require.NoError(t, s.Cmd.Wait(), "the master's exit status")
+	assert.Empty(t, proc.Running(s.Bin))
 }
 
 // TestMasterKilled: when the master dies, even by SIGKILL, its workers stop

@@ -251,6 +251,9 @@ func (r *runner) addrs() []string {
 	return a
 }
 
+// worker reports whether this run is a worker of a cluster.
+func (r *runner) worker() bool { return r.inh != nil && r.inh.desc != nil && r.inh.desc.Worker }
+
 // removeSocketFiles removes the files of Unix socket listeners, once no
 // process will listen on them again.
 func (r *runner) removeSocketFiles() {
@@ -402,8 +405,11 @@ func (r *runner) drain(final bool) []chan error {
 			r.log.Warn("graceful: drain timed out; closing the remaining connections", "timeout", timeout, "connections", n)
 			forced = true
 		case sig := <-r.sigs:
-			if isRestartSignal(sig) {
-				r.log.Warn("graceful: restart signal ignored: draining", "signal", sig.String())
+			if isRestartSignal(sig) || r.worker() {
+				// A worker's drain is the master's to cut short: a
+				// SIGTERM sent to the whole process group, as systemd
+				// does, must not cut the requests it is finishing.
+				r.log.Warn("graceful: signal ignored: draining", "signal", sig.String())
 				continue
 			}
 			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String(), "connections", n)
