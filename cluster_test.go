@@ -460,8 +460,14 @@ func TestDirectoryDeploy(t *testing.T) {
 }
 
 // TestDirectoryStartedFromInside: started as bin/app from inside the
-// release directory, the program still finds itself through Directory.
+// release directory, or as "app" found on PATH, the program still finds
+// itself through Directory.
 func TestDirectoryStartedFromInside(t *testing.T) {
+	t.Run("bin/app", func(t *testing.T) { directoryStart(t, false) })
+	t.Run("PATH", func(t *testing.T) { directoryStart(t, true) })
+}
+
+func directoryStart(t *testing.T, onPath bool) {
 	root := t.TempDir()
 	for _, r := range []string{"r1", "r2"} {
 		require.NoError(t, proc.Build(".", "./internal/testserver", filepath.Join(root, "releases", r, "bin", "app"), "-ldflags", "-X main.version="+r))
@@ -474,6 +480,13 @@ func TestDirectoryStartedFromInside(t *testing.T) {
 	cmd := exec.Command("bin/app")
 	cmd.Dir = current
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "PIDFILE="+pidfile, "TS_DIRECTORY="+current, "GORACE=atexit_sleep_ms=0")
+	if onPath {
+		// As a shell would run "app" with current/bin on PATH, from
+		// elsewhere.
+		cmd = &exec.Cmd{Path: filepath.Join(current, "bin", "app"), Args: []string{"app"}, Dir: root}
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(current, "bin")+":"+os.Getenv("PATH"),
+			"PORT="+strconv.Itoa(port), "PIDFILE="+pidfile, "TS_DIRECTORY="+current, "GORACE=atexit_sleep_ms=0")
+	}
 	out := &proc.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
