@@ -427,13 +427,14 @@ func TestDirectoryDeploy(t *testing.T) {
 	// load pauses: a killed worker's requests are lost.)
 	assertNoFailures(t, gen.Stop())
 	link("r3")
-	victim, _ := strconv.Atoi(probe(t, s.Addr()).pid)
+	p := probe(t, s.Addr())
+	victim, _ := strconv.Atoi(p.pid)
 	require.NoError(t, syscall.Kill(victim, syscall.SIGKILL))
+	// Its slot's second ready worker of generation 1: the respawn.
+	respawned := "worker ready worker=" + p.worker + " gen=1 "
+	require.Eventually(t, func() bool { return strings.Count(s.Output.String(), respawned) == 2 }, 15*time.Second, 5*time.Millisecond)
 	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGTTIN))
 	waitOutput(t, s, "worker ready worker=2 ")
-	require.Eventually(t, func() bool {
-		return !strings.Contains(s.Output.String(), "worker died") || strings.Count(s.Output.String(), "worker ready") >= 6
-	}, 10*time.Second, 5*time.Millisecond)
 	for i := 0; i < 20; i++ {
 		assert.Equal(t, "r2", probe(t, s.Addr()).build, "a respawned or added worker runs the last phase's release")
 	}

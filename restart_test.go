@@ -257,7 +257,7 @@ func TestFailedSuccessor(t *testing.T) {
 	first := s.PID()
 	for _, c := range []struct{ mode, want string }{
 		{"exit", "exit status 3; last output: testserver: configured to fail: exiting"},
-		{"panic", "panic: testserver: configured to panic"},
+		{"panic", "exit status 2; last output: panic: testserver: configured to panic"},
 		{"hang", "was not ready within 1.5s and was killed; last output: testserver: configured to hang"},
 	} {
 		require.NoError(t, os.WriteFile(mode, []byte(c.mode), 0o644))
