@@ -39,25 +39,13 @@ func Worker() (WorkerInfo, bool) {
 // returned. Use it to open what each worker needs, such as a database pool.
 // A worker whose boot hooks panic or take longer than WorkerBootTimeout
 // fails to boot.
-func (s *Server) OnWorkerBoot(f func()) {
-	if f != nil {
-		s.mu.Lock()
-		s.bootHooks = append(s.bootHooks, f)
-		s.mu.Unlock()
-	}
-}
+func (s *Server) OnWorkerBoot(f func()) { s.addHook(&s.bootHooks, f) }
 
 // OnWorkerShutdown registers f to run in each worker after it has drained,
 // whatever the reason (a phased or hot restart, fewer workers, the master
 // shutting down or dying), before it exits. Like OnRestart hooks, they run
 // in order, each bounded by HookTimeout.
-func (s *Server) OnWorkerShutdown(f func()) {
-	if f != nil {
-		s.mu.Lock()
-		s.workerHooks = append(s.workerHooks, f)
-		s.mu.Unlock()
-	}
-}
+func (s *Server) OnWorkerShutdown(f func()) { s.addHook(&s.workerHooks, f) }
 
 // PhasedRestart replaces the workers of a cluster one at a time, as SIGUSR1
 // does, with the program found now (through Directory if set): for each

@@ -219,14 +219,7 @@ func (s *Server) Serve(l net.Listener) error {
 // after it has drained. A master replaced by a hot restart runs them too,
 // after all its workers have exited. For cleanup on every worker exit, use
 // OnWorkerShutdown.
-func (s *Server) OnRestart(f func()) {
-	if f == nil {
-		return
-	}
-	s.mu.Lock()
-	s.hooks = append(s.hooks, f)
-	s.mu.Unlock()
-}
+func (s *Server) OnRestart(f func()) { s.addHook(&s.hooks, f) }
 
 // Restart starts a successor, as SIGUSR2 does, and waits for the outcome.
 // It returns nil once the successor is ready and serving; this process then

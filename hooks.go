@@ -44,3 +44,26 @@ func callHook(f func()) (err error) {
 	f()
 	return nil
 }
+
+// addHook appends f to the hook list *to.
+func (s *Server) addHook(to *[]func(), f func()) {
+	if f == nil {
+		return
+	}
+	s.mu.Lock()
+	*to = append(*to, f)
+	s.mu.Unlock()
+}
+
+// runServerHooks runs the hooks of the lists given, in that order, each
+// bounded by HookTimeout. The lists are read under the Server's lock, so a
+// hook registered meanwhile cannot race with them.
+func (r *runner) runServerHooks(lists ...*[]func()) {
+	r.s.mu.Lock()
+	var hooks []func()
+	for _, l := range lists {
+		hooks = append(hooks, *l...)
+	}
+	r.s.mu.Unlock()
+	runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
+}

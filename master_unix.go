@@ -543,15 +543,9 @@ func (m *master) stop(replaced bool, done chan error) error {
 			}
 		}
 	}
-	for _, sv := range r.served {
-		r.inh.forget(sv.l)
-		sv.l.Close()
-	}
+	r.closeListeners()
 	if replaced {
-		r.s.mu.Lock()
-		hooks := append([]func(){}, r.s.hooks...)
-		r.s.mu.Unlock()
-		runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
+		r.runServerHooks(&r.s.hooks)
 		r.log.Info("graceful: master retired", "pid", os.Getpid())
 	} else {
 		r.removeSocketFiles()

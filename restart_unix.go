@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// successor is a process started to take over, from its start until it is
-// ready or has failed. The hand-over protocol on the control socket pair:
+// successor is a process this one started, a successor taking over or a
+// worker of this master, from its start until it is ready or has failed. The hand-over protocol on the control socket pair:
 // the successor writes "ready <pid>\n" once its listeners are open and its
 // signal handlers installed; the predecessor answers "go\n" once it has
 // written the pidfile, and only then does the successor accept. A successor
@@ -99,11 +99,12 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 
 	cmd := exec.Command(sp.rel.exe, os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
-	cmd.Env = append(environWithout(envInherit), envInherit+"="+desc.encode())
+	drop, add := []string{envInherit}, []string{envInherit + "=" + desc.encode()}
 	if sp.rel.dir != "" {
 		cmd.Dir = sp.rel.dir
-		cmd.Env = append(environWithout(envInherit, "PWD"), envInherit+"="+desc.encode(), "PWD="+sp.rel.dir)
+		drop, add = append(drop, "PWD"), append(add, "PWD="+sp.rel.dir)
 	}
+	cmd.Env = append(environWithout(drop...), add...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
 	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, r.realStderr())
 	if err := cmd.Start(); err != nil {

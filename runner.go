@@ -187,8 +187,8 @@ func hasCert(c *tls.Config) bool {
 	return c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil)
 }
 
-// closeListeners closes every listener of the run, for a run that ends
-// before serving.
+// closeListeners closes every listener of the run: to stop accepting, or
+// for a run that ends before serving.
 func (r *runner) closeListeners() {
 	for _, sv := range r.served {
 		if sv.l != nil {
@@ -339,10 +339,7 @@ func (r *runner) stop(done chan error, why string) error {
 func (r *runner) retire(succ *successor) error {
 	r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
 	waiters := r.drain(false)
-	r.s.mu.Lock()
-	hooks := append([]func(){}, r.s.hooks...)
-	r.s.mu.Unlock()
-	runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
+	r.runServerHooks(&r.s.hooks)
 	succ.release()
 	r.log.Info("graceful: retired", "pid", os.Getpid())
 	for _, w := range waiters {
@@ -360,10 +357,7 @@ const drainTick = 10 * time.Millisecond
 func (r *runner) drain(final bool) []chan error {
 	r.draining.Store(true)
 	close(r.drainCh)
-	for _, sv := range r.served {
-		r.inh.forget(sv.l)
-		sv.l.Close()
-	}
+	r.closeListeners()
 	if final {
 		r.removeSocketFiles()
 	}

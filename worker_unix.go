@@ -79,14 +79,11 @@ func (r *runner) runWorker() error {
 func (r *runner) workerStop(replaced bool, done chan error) error {
 	r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", replaced)
 	waiters := r.drain(false)
-	r.s.mu.Lock()
-	var hooks []func()
 	if replaced {
-		hooks = append(hooks, r.s.hooks...)
+		r.runServerHooks(&r.s.hooks, &r.s.workerHooks)
+	} else {
+		r.runServerHooks(&r.s.workerHooks)
 	}
-	hooks = append(hooks, r.s.workerHooks...)
-	r.s.mu.Unlock()
-	runHooks(r.log, hooks, durationOr(r.s.HookTimeout, DefaultHookTimeout))
 	if done != nil {
 		waiters = append(waiters, done)
 	}
