@@ -21,10 +21,6 @@ const (
 	wDraining               // told to drain
 )
 
-func (s wstate) String() string {
-	return [...]string{"booting", "ready", "draining"}[s]
-}
-
 type worker struct {
 	id, gen  int
 	p        *successor
