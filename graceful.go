@@ -139,6 +139,22 @@ type Server struct {
 	// inside Directory.
 	Directory string
 
+	// Control, if set, is the path of a Unix socket on which the serving
+	// process (in a cluster, the master) answers the gracectl command:
+	// status and request counts, restarts that wait for their outcome,
+	// stop, and one worker more or fewer. The socket is created with mode
+	// 0600, so only the user the server runs as can use it; it passes to
+	// successors with the listeners and is removed on a final shutdown.
+	// The protocol is HTTP with JSON; see the README.
+	Control string
+
+	// ShutdownDelay is how long a stop (SIGTERM, SIGINT or Shutdown)
+	// keeps the server serving as before while its ReadinessHandler
+	// answers 503, so that a load balancer polling it stops sending new
+	// requests before connections start to close. The drain follows.
+	// Restarts are not delayed. Zero drains at once.
+	ShutdownDelay time.Duration
+
 	mu          sync.Mutex
 	hooks       []func()
 	bootHooks   []func()

@@ -25,6 +25,7 @@ type inheritDesc struct {
 	Ctrl      int           // socket pair end for ready / go
 	Stderr    int           // the predecessor's own stderr
 	Listeners []inheritedLn // listening sockets
+	Restarts  int           // hot restarts behind the successor
 
 	// Set when the process is a worker of a master (PPID).
 	Worker    bool
@@ -46,6 +47,9 @@ func (d *inheritDesc) encode() string {
 	v.Set("ppid", strconv.Itoa(d.PPID))
 	v.Set("ctrl", strconv.Itoa(d.Ctrl))
 	v.Set("stderr", strconv.Itoa(d.Stderr))
+	if d.Restarts > 0 {
+		v.Set("n", strconv.Itoa(d.Restarts))
+	}
 	for _, l := range d.Listeners {
 		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
 	}
@@ -66,7 +70,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	for k, vs := range v {
 		switch k {
-		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb":
+		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n":
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}
@@ -87,6 +91,11 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	if d.Stderr, err = positive(v.Get("stderr"), "stderr", maxInheritFD); err != nil {
 		return nil, err
+	}
+	if v.Has("n") {
+		if d.Restarts, err = positive(v.Get("n"), "n", 1<<30); err != nil {
+			return nil, err
+		}
 	}
 	if _, ok := v["w"]; ok {
 		d.Worker = true

@@ -19,7 +19,7 @@ import (
 // names is closed, so that nothing is ever served on the wrong socket.
 func loadInheritance() (*inheritance, error) {
 	if !inheritEnv.set {
-		return nil, nil
+		return loadHanded()
 	}
 	d, err := parseInherit(inheritEnv.value)
 	if err != nil {

@@ -92,6 +92,8 @@ type inheritance struct {
 	ctrl  *os.File     // socket pair end to the predecessor: ready / go
 	errfd *os.File     // the predecessor's stderr, to take over once ready
 
+	graceParent int // a facebookgo/grace predecessor to stop once serving
+
 	mu   sync.Mutex
 	lns  []*inheritedListener
 	keys map[net.Listener]lnKey

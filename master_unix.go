@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
+	"sort"
 	"syscall"
 	"time"
 )
@@ -29,6 +29,8 @@ type worker struct {
 	started  time.Time
 	lastBeat time.Time
 	drainAt  time.Time
+	inflight int64  // as of the last heartbeat
+	total    uint64 // as of the last heartbeat
 }
 
 type evKind int
@@ -41,9 +43,11 @@ const (
 )
 
 type masterEvent struct {
-	w    *worker
-	kind evKind
-	err  error
+	w        *worker
+	kind     evKind
+	err      error
+	inflight int64  // evBeat
+	total    uint64 // evBeat
 }
 
 // phase is a phased restart under way.
@@ -69,8 +73,9 @@ type master struct {
 	crashes  map[int]int
 	respawn  map[int]time.Time
 	phase    *phase
-	canGo    bool // workers may accept: false in a new master until its predecessor says go
-	booted   bool // every slot has had a ready worker
+	canGo    bool   // workers may accept: false in a new master until its predecessor says go
+	booted   bool   // every slot has had a ready worker
+	retired  uint64 // requests served by workers that have exited
 }
 
 // runMaster runs the master of a cluster until it is replaced or stopped.
@@ -145,16 +150,23 @@ func (m *master) sendGo(w *worker) {
 			if err != nil {
 				return
 			}
-			if strings.TrimSpace(line) == "beat" {
-				m.events <- masterEvent{w: w, kind: evBeat}
+			ev := masterEvent{w: w, kind: evBeat}
+			if _, err := fmt.Sscanf(line, "beat %d %d\n", &ev.inflight, &ev.total); err == nil {
+				m.events <- ev
 			}
 		}
 	}()
 }
 
-// drain tells a worker to drain; replaced says it is being replaced, so
-// its OnRestart hooks run.
-func (m *master) drain(w *worker, replaced bool) {
+// The master's orders to a ready worker.
+const (
+	msgDrain   = "drain"         // drain and exit
+	msgReplace = "drain restart" // drain, run the OnRestart hooks, exit
+	msgStop    = "stop"          // not ready; ShutdownDelay; drain and exit
+)
+
+// drain tells a worker to drain with msg.
+func (m *master) drain(w *worker, msg string) {
 	if w.state == wDraining {
 		return
 	}
@@ -170,10 +182,6 @@ func (m *master) drain(w *worker, replaced bool) {
 		// Never served: nothing to drain.
 		w.p.abort()
 		return
-	}
-	msg := "drain"
-	if replaced {
-		msg = "drain restart"
 	}
 	w.p.tell(msg)
 }
@@ -210,6 +218,7 @@ func (m *master) event(ev masterEvent) error {
 	switch ev.kind {
 	case evBeat:
 		w.lastBeat = time.Now()
+		w.inflight, w.total = ev.inflight, ev.total
 	case evReady:
 		if w.state == wDraining {
 			w.p.abort()
@@ -225,7 +234,7 @@ func (m *master) event(ev masterEvent) error {
 				m.sendGo(w)
 			}
 			if old != nil {
-				m.drain(old, true)
+				m.drain(old, msgReplace)
 			}
 			m.advance()
 			return nil
@@ -238,6 +247,8 @@ func (m *master) event(ev masterEvent) error {
 			if !m.canGo {
 				return m.confirm()
 			}
+			m.r.notify.ready("")
+			m.r.stopGraceParent()
 		}
 	case evBootFailed:
 		log.Error("graceful: worker failed to boot", "worker", w.id, "gen", w.gen, "pid", w.pid(), "err", ev.err)
@@ -255,6 +266,7 @@ func (m *master) event(ev masterEvent) error {
 			m.backoff(w)
 		}
 	case evExit:
+		m.retired += w.total
 		if m.draining[w] {
 			delete(m.draining, w)
 			log.Info("graceful: worker exited", "worker", w.id, "gen", w.gen, "pid", w.pid(), "status", exitStatus(ev.err))
@@ -298,6 +310,7 @@ func (m *master) confirm() error {
 		}
 	}
 	m.r.log.Info("graceful: master serving", "pid", os.Getpid(), "workers", m.n)
+	m.r.notify.ready("")
 	return nil
 }
 
@@ -339,10 +352,14 @@ func (m *master) startPhase(waiter chan error) {
 		m.r.log.Warn("graceful: phased restart already in progress")
 		return
 	}
+	m.r.began("phased")
+	m.r.notify.reloading()
 	rel, err := m.r.s.resolveRelease(m.r.exeRel, true)
 	if err != nil {
 		err = fmt.Errorf("graceful: phased restart: %w; the workers keep serving", err)
 		m.r.log.Error(err.Error())
+		m.r.ended(err)
+		m.r.notify.ready("phased restart failed: " + err.Error())
 		if waiter != nil {
 			waiter <- err
 		}
@@ -383,6 +400,12 @@ func (m *master) endPhase(err error) {
 	if err != nil {
 		m.r.log.Error(err.Error())
 	}
+	m.r.ended(err)
+	if err != nil {
+		m.r.notify.ready("phased restart failed: " + err.Error())
+	} else {
+		m.r.notify.ready("")
+	}
 	for _, w := range m.phase.waiters {
 		w <- err
 	}
@@ -393,21 +416,59 @@ func (m *master) endPhase(err error) {
 }
 
 // resize adds or removes a worker (SIGTTIN, SIGTTOU).
-func (m *master) resize(delta int) {
+func (m *master) resize(delta int) error {
 	if m.n+delta < 1 {
 		m.r.log.Warn("graceful: at least one worker stays", "workers", m.n)
-		return
+		return errMinWorkers
 	}
 	m.n += delta
 	m.r.log.Info("graceful: workers", "workers", m.n)
 	if delta > 0 {
 		m.slots[m.n-1] = m.start(m.n-1, m.gen, m.rel)
-		return
+		return nil
 	}
 	if w := m.slots[m.n]; w != nil {
-		m.drain(w, false)
+		m.drain(w, msgDrain)
 	}
 	delete(m.respawn, m.n)
+	return nil
+}
+
+// status is the master's Status, with its workers.
+func (m *master) status(state string) *Status {
+	st := m.r.snapshot(state)
+	st.Mode = "cluster"
+	st.Generation = m.gen
+	st.WorkersWanted = m.n
+	st.RequestsTotal = m.retired
+	add := func(w *worker) {
+		names := [...]string{wBooting: "booting", wReady: "ready", wDraining: "draining"}
+		st.Workers = append(st.Workers, WorkerStatus{
+			ID: w.id, PID: w.pid(), Generation: w.gen, State: names[w.state],
+			Started: w.started, LastCheckin: w.lastBeat,
+			RequestsInFlight: w.inflight, RequestsTotal: w.total,
+		})
+		st.RequestsInFlight += w.inflight
+		st.RequestsTotal += w.total
+	}
+	for id := 0; id < m.n+1; id++ {
+		if w := m.slots[id]; w != nil && w.p != nil {
+			add(w)
+		}
+	}
+	if m.phase != nil && m.phase.cur != nil && m.phase.cur.p != nil {
+		add(m.phase.cur)
+	}
+	for w := range m.draining {
+		if w.p != nil {
+			add(w)
+		}
+	}
+	sort.Slice(st.Workers, func(i, j int) bool {
+		a, b := st.Workers[i], st.Workers[j]
+		return a.ID < b.ID || a.ID == b.ID && a.Generation < b.Generation
+	})
+	return st
 }
 
 // loop is the master's state machine.
@@ -420,7 +481,7 @@ func (m *master) loop() error {
 		if m.phase != nil {
 			r.log.Warn("graceful: restart ignored: a phased restart is in progress", "by", by)
 			if done != nil {
-				done <- errors.New("graceful: a phased restart is in progress")
+				done <- errPhaseInProgress
 			}
 			return
 		}
@@ -446,6 +507,8 @@ func (m *master) loop() error {
 			}
 		case now := <-ticker.C:
 			m.tick(now)
+		case <-r.notify.watchdog():
+			r.notify.ping()
 		case sig := <-r.sigs:
 			switch sig {
 			case syscall.SIGUSR2:
@@ -468,6 +531,14 @@ func (m *master) loop() error {
 				restart("Restart", req.done)
 			case reqPhased:
 				phased("PhasedRestart", req.done)
+			case reqResize:
+				req.done <- m.resize(req.delta)
+			case reqStatus:
+				state := hot.state()
+				if m.phase != nil {
+					state = "phased-restart"
+				}
+				req.status <- m.status(state)
 			case reqShutdown:
 				hot.abort("Shutdown called")
 				r.log.Info("graceful: shutting down", "reason", "Shutdown", "pid", os.Getpid())
@@ -490,18 +561,26 @@ func (m *master) loop() error {
 // master.
 func (m *master) stop(replaced bool, done chan error) error {
 	r := m.r
+	if !replaced {
+		r.stopping.Store(true)
+		r.notify.stopping()
+	}
 	if m.phase != nil {
 		m.endPhase(errors.New("graceful: phased restart stopped: the master is shutting down"))
 	}
+	msg := msgStop
+	if replaced {
+		msg = msgReplace
+	}
 	for _, w := range m.slots {
-		m.drain(w, replaced)
+		m.drain(w, msg)
 	}
 	m.respawn = map[int]time.Time{}
 	var waiters []chan error
 	if done != nil {
 		waiters = append(waiters, done)
 	}
-	limit := time.NewTimer(durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
+	limit := time.NewTimer(max(r.s.ShutdownDelay, 0) + durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 	defer limit.Stop()
 	killed := false
 	kill := func() {
@@ -532,11 +611,16 @@ func (m *master) stop(replaced bool, done chan error) error {
 				kill()
 			}
 		case req := <-r.reqs:
-			if req.kind == reqShutdown {
+			switch req.kind {
+			case reqShutdown:
 				waiters = append(waiters, req.done)
-			} else {
+			case reqStatus:
+				req.status <- m.status("draining")
+			default:
 				req.done <- ErrDraining
 			}
+		case <-r.notify.watchdog():
+			r.notify.ping()
 		}
 	}
 	r.closeListeners()

@@ -23,9 +23,11 @@ func (h *hotRestart) begin(by string, done chan error) {
 		return
 	}
 	log.Info("graceful: restart requested", "by", by)
+	h.r.began("hot")
+	h.r.notify.reloading()
 	succ, err := h.r.startSuccessor()
 	if err != nil {
-		log.Error("graceful: restart failed; still serving", "err", err)
+		h.failed(err)
 		if done != nil {
 			done <- err
 		}
@@ -57,12 +59,29 @@ func (h *hotRestart) settle(err error) *successor {
 		err = h.r.handOver(succ)
 	}
 	if err != nil {
-		h.r.log.Error("graceful: restart failed; still serving", "err", err)
+		h.failed(err)
 		h.answer(err)
 		return nil
 	}
+	h.r.ended(nil)
+	h.r.successor.Store(int64(succ.pid()))
 	h.answer(nil)
 	return succ
+}
+
+// failed reports a restart that failed: this process serves on.
+func (h *hotRestart) failed(err error) {
+	h.r.log.Error("graceful: restart failed; still serving", "err", err)
+	h.r.ended(err)
+	h.r.notify.ready("restart failed: " + err.Error())
+}
+
+// state names the restart state for a Status.
+func (h *hotRestart) state() string {
+	if h.succ != nil {
+		return "restarting"
+	}
+	return "serving"
 }
 
 // abort kills a successor that is starting, if any.
@@ -72,7 +91,9 @@ func (h *hotRestart) abort(why string) {
 	}
 	h.succ.abort()
 	h.r.log.Warn("graceful: restart abandoned", "successor", h.succ.pid(), "reason", why)
-	h.answer(fmt.Errorf("graceful: restart abandoned: %s", why))
+	err := fmt.Errorf("graceful: restart abandoned: %s", why)
+	h.r.ended(err)
+	h.answer(err)
 	h.succ = nil
 }
 

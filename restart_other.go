@@ -16,3 +16,5 @@ func (r *runner) confirmReady() error                 { return nil }
 
 func (r *runner) runMaster() error { return ErrNotSupported }
 func (r *runner) runWorker() error { return ErrNotSupported }
+
+func (r *runner) stopGraceParent() {}

@@ -26,6 +26,7 @@ type successor struct {
 	ctrl   *os.File
 	br     *bufio.Reader // reads ctrl
 	rel    release       // what it was started from
+	role   string        // "successor" or "worker", for messages
 	result chan error    // one value: nil when ready, else why it failed
 	exited chan struct{} // closed once the process is reaped
 	copied chan struct{} // closed once its captured stderr reached EOF
@@ -72,8 +73,18 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	defer errW.Close()
 
 	desc := inheritDesc{PPID: os.Getpid()}
+	role := "successor"
+	// A worker never speaks to the service manager; a successor does, and
+	// its watchdog is its own.
+	drop := []string{envInherit, "WATCHDOG_PID"}
 	if sp.worker != nil {
 		desc.Worker, desc.WorkerID, desc.Gen, desc.Heartbeat = true, sp.worker.WorkerID, sp.worker.Gen, sp.worker.Heartbeat
+		role = "worker"
+		drop = append(drop, "NOTIFY_SOCKET", "WATCHDOG_USEC")
+	} else if r.inh.desc != nil {
+		desc.Restarts = r.inh.desc.Restarts + 1
+	} else {
+		desc.Restarts = 1
 	}
 	var files []*os.File
 	defer func() {
@@ -86,20 +97,31 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		errR.Close()
 		return nil, fmt.Errorf("graceful: restart: %w", err)
 	}
-	for _, sv := range r.served {
-		f, err := dupListener(sv.l)
+	pass := func(l net.Listener, key lnKey) error {
+		f, err := dupListener(l)
 		if err != nil {
-			return fail(fmt.Errorf("listener %s: %w", sv.l.Addr(), err))
+			return fmt.Errorf("listener %s: %w", l.Addr(), err)
 		}
 		files = append(files, f)
-		desc.Listeners = append(desc.Listeners, inheritedLn{FD: 3 + len(files) - 1, Network: sv.key.network, Addr: sv.key.addr})
+		desc.Listeners = append(desc.Listeners, inheritedLn{FD: 3 + len(files) - 1, Network: key.network, Addr: key.addr})
+		return nil
+	}
+	for _, sv := range r.served {
+		if err := pass(sv.l, sv.key); err != nil {
+			return fail(err)
+		}
+	}
+	if r.ctl != nil && sp.worker == nil {
+		if err := pass(r.ctl.l, r.ctl.key); err != nil {
+			return fail(err)
+		}
 	}
 	desc.Ctrl = 3 + len(files)
 	desc.Stderr = desc.Ctrl + 1
 
 	cmd := exec.Command(sp.rel.exe, os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
-	drop, add := []string{envInherit}, []string{envInherit + "=" + desc.encode()}
+	add := []string{envInherit + "=" + desc.encode()}
 	if sp.rel.dir != "" {
 		cmd.Dir = sp.rel.dir
 		drop, add = append(drop, "PWD"), append(add, "PWD="+sp.rel.dir)
@@ -119,6 +141,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		copied: make(chan struct{}),
 		tail:   &tail{},
 		rel:    sp.rel,
+		role:   role,
 	}
 	go func() {
 		s.err = cmd.Wait()
@@ -180,18 +203,18 @@ func (s *successor) watch(timeout time.Duration) {
 			fail = s.exitReport()
 		case <-timer.C:
 			s.kill()
-			fail = fmt.Errorf("successor %d closed its control socket (%v) and was killed", s.pid(), err)
+			fail = fmt.Errorf("%s %d closed its control socket (%v) and was killed", s.role, s.pid(), err)
 		}
 	case <-s.exited:
 		fail = s.exitReport()
 	case <-timer.C:
 		s.kill()
-		fail = fmt.Errorf("successor %d was not ready within %s and was killed%s", s.pid(), timeout, s.output())
+		fail = fmt.Errorf("%s %d was not ready within %s and was killed%s", s.role, s.pid(), timeout, s.output())
 	}
 }
 
 func (s *successor) exitReport() error {
-	return fmt.Errorf("successor %d exited during start-up: %v%s", s.pid(), s.err, s.output())
+	return fmt.Errorf("%s %d exited during start-up: %v%s", s.role, s.pid(), s.err, s.output())
 }
 
 // output returns the last lines the successor wrote to stderr, waiting a
@@ -226,12 +249,14 @@ func (r *runner) handOver(s *successor) error {
 			return fmt.Errorf("graceful: restart: %w", err)
 		}
 	}
+	r.notify.mainPID(s.pid())
 	_, err := s.ctrl.Write([]byte("go\n"))
 	s.ctrl.Close()
 	if err != nil {
 		if r.s.PIDFile != "" {
 			writePIDFile(r.s.PIDFile, os.Getpid())
 		}
+		r.notify.mainPID(os.Getpid())
 		s.kill()
 		return fmt.Errorf("graceful: restart: successor %d went away before the hand-over: %w%s", s.pid(), err, s.output())
 	}

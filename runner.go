@@ -26,9 +26,18 @@ type runner struct {
 	exeRel string // the executable's path inside Directory
 
 	served   []*served
+	ctl      *control // the control socket, if Control is set
 	draining atomic.Bool
+	stopping atomic.Bool // a stop for good has begun: not ready
 	drainCh  chan struct{}
+	started  time.Time
 
+	inflight  atomic.Int64   // requests being served
+	total     atomic.Uint64  // requests finished
+	last      *RestartStatus // the last restart begun; owned by the loop
+	successor atomic.Int64   // the process that took over, once one has
+
+	notify   *notifier // nil in a worker
 	reqs     chan request
 	serveErr chan error
 	serving  int // Serve calls that have not returned
@@ -52,11 +61,15 @@ const (
 	reqRestart reqKind = iota
 	reqShutdown
 	reqPhased
+	reqStatus
+	reqResize
 )
 
 type request struct {
-	kind reqKind
-	done chan error // buffered: the loop never blocks on a reply
+	kind   reqKind
+	done   chan error   // buffered: the loop never blocks on a reply
+	status chan *Status // buffered, for reqStatus
+	delta  int          // for reqResize
 }
 
 // start listens, tells a predecessor it is ready (or writes the pidfile),
@@ -78,6 +91,7 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 		reqs:     make(chan request),
 		sigs:     make(chan os.Signal, 4),
 		finished: make(chan struct{}),
+		started:  time.Now(),
 	}
 	s.run = r
 	s.mu.Unlock()
@@ -100,6 +114,13 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 		r.closeListeners()
 		return err
 	}
+	if s.Control != "" && !r.worker() {
+		if err := r.openControl(s.Control); err != nil {
+			r.closeListeners()
+			return err
+		}
+		defer r.ctl.close()
+	}
 	for _, a := range inh.closeUnclaimed() {
 		r.log.Info("graceful: closed an inherited listener no server asked for", "addr", a)
 	}
@@ -108,6 +129,7 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 		defer stopSignals(r.sigs)
 		return r.runWorker()
 	}
+	r.notify = newNotifier(r.log)
 	if s.Directory != "" {
 		if r.exeRel, err = exeInDirectory(s.Directory); err != nil {
 			r.closeListeners()
@@ -141,6 +163,8 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 		}
 	}
 	r.serve()
+	r.notify.ready("")
+	r.stopGraceParent()
 	return r.loop()
 }
 
@@ -196,6 +220,10 @@ func (r *runner) closeListeners() {
 			sv.l.Close()
 		}
 	}
+	if r.ctl != nil {
+		r.inh.forget(r.ctl.l)
+		r.ctl.l.Close()
+	}
 }
 
 // serve wraps each server's hooks and starts serving every listener.
@@ -209,6 +237,8 @@ func (r *runner) serve() {
 			h = http.DefaultServeMux
 		}
 		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			r.inflight.Add(1)
+			defer r.finish()
 			if r.draining.Load() {
 				w.Header().Set("Connection", "close")
 			}
@@ -243,6 +273,12 @@ func (r *runner) serve() {
 	r.log.Info("graceful: serving", "pid", os.Getpid(), "addrs", r.addrs())
 }
 
+// finish counts a request done, also when its handler panics.
+func (r *runner) finish() {
+	r.inflight.Add(-1)
+	r.total.Add(1)
+}
+
 func (r *runner) addrs() []string {
 	var a []string
 	for _, sv := range r.served {
@@ -257,8 +293,15 @@ func (r *runner) worker() bool { return r.inh != nil && r.inh.desc != nil && r.i
 // removeSocketFiles removes the files of Unix socket listeners, once no
 // process will listen on them again.
 func (r *runner) removeSocketFiles() {
+	ls := []net.Listener{}
 	for _, sv := range r.served {
-		if ua, ok := sv.l.Addr().(*net.UnixAddr); ok && !strings.HasPrefix(ua.Name, "@") {
+		ls = append(ls, sv.l)
+	}
+	if r.ctl != nil {
+		ls = append(ls, r.ctl.l)
+	}
+	for _, l := range ls {
+		if ua, ok := l.Addr().(*net.UnixAddr); ok && !strings.HasPrefix(ua.Name, "@") {
 			os.Remove(ua.Name)
 		}
 	}
@@ -267,13 +310,26 @@ func (r *runner) removeSocketFiles() {
 // call hands a request to the loop and waits for its answer.
 func (r *runner) call(ctx context.Context, kind reqKind) error {
 	req := request{kind: kind, done: make(chan error, 1)}
+	if err := r.send(ctx, req); err != nil {
+		return err
+	}
+	return r.await(ctx, req)
+}
+
+// send hands a request to the loop.
+func (r *runner) send(ctx context.Context, req request) error {
 	select {
 	case r.reqs <- req:
+		return nil
 	case <-r.finished:
 		return ErrNotServing
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// await waits for the loop's answer to req.
+func (r *runner) await(ctx context.Context, req request) error {
 	select {
 	case err := <-req.done:
 		return err
@@ -301,9 +357,13 @@ func (r *runner) loop() error {
 			case reqShutdown:
 				hot.abort("Shutdown called")
 				return r.stop(req.done, "Shutdown")
-			case reqPhased:
+			case reqPhased, reqResize:
 				req.done <- ErrNotMaster
+			case reqStatus:
+				req.status <- r.snapshot(hot.state())
 			}
+		case <-r.notify.watchdog():
+			r.notify.ping()
 		case err := <-hot.result():
 			if succ := hot.settle(err); succ != nil {
 				return r.retire(succ)
@@ -321,7 +381,9 @@ func (r *runner) loop() error {
 // stop drains for good: no successor takes over.
 func (r *runner) stop(done chan error, why string) error {
 	r.log.Info("graceful: shutting down", "reason", why, "pid", os.Getpid())
-	waiters := r.drain(true)
+	r.notify.stopping()
+	waiters := r.delayStop()
+	waiters = append(waiters, r.drain(true)...)
 	if r.s.PIDFile != "" {
 		removePIDFile(r.s.PIDFile, os.Getpid())
 	}
@@ -346,6 +408,44 @@ func (r *runner) retire(succ *successor) error {
 		w <- nil
 	}
 	return http.ErrServerClosed
+}
+
+// delayStop marks the server not ready and, for ShutdownDelay, serves on
+// so that load balancers notice. A second stop signal ends the delay. It
+// returns the Shutdown calls that arrived meanwhile.
+func (r *runner) delayStop() []chan error {
+	r.stopping.Store(true)
+	delay := r.s.ShutdownDelay
+	if delay <= 0 {
+		return nil
+	}
+	r.log.Info("graceful: not ready; serving on before the drain", "delay", delay)
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	var waiters []chan error
+	for {
+		select {
+		case <-timer.C:
+			return waiters
+		case sig := <-r.sigs:
+			if !isRestartSignal(sig) && !r.worker() {
+				r.log.Warn("graceful: second stop signal; draining now", "signal", sig.String())
+				return waiters
+			}
+			r.log.Warn("graceful: signal ignored: stopping", "signal", sig.String())
+		case req := <-r.reqs:
+			switch req.kind {
+			case reqShutdown:
+				waiters = append(waiters, req.done)
+			case reqStatus:
+				req.status <- r.snapshot("stopping")
+			default:
+				req.done <- ErrDraining
+			}
+		case <-r.notify.watchdog():
+			r.notify.ping()
+		}
+	}
 }
 
 // drainTick is how often the drain looks at its connections.
@@ -409,10 +509,13 @@ func (r *runner) drain(final bool) []chan error {
 			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String(), "connections", n)
 			forced = true
 		case req := <-r.reqs:
-			if req.kind == reqRestart {
-				req.done <- ErrDraining
-			} else {
+			switch req.kind {
+			case reqShutdown:
 				waiters = append(waiters, req.done)
+			case reqStatus:
+				req.status <- r.snapshot("draining")
+			default:
+				req.done <- ErrDraining
 			}
 		}
 		if forced {

@@ -47,7 +47,7 @@ func (r *runner) runWorker() error {
 	for {
 		select {
 		case <-beat.C:
-			fmt.Fprintln(ctrl, "beat")
+			fmt.Fprintf(ctrl, "beat %d %d\n", r.inflight.Load(), r.total.Load())
 		case m, ok := <-msgs:
 			switch {
 			case !ok:
@@ -57,14 +57,22 @@ func (r *runner) runWorker() error {
 				return r.workerStop(true, nil)
 			case m == "drain":
 				return r.workerStop(false, nil)
+			case m == "stop":
+				// The master stops for good: this worker is not ready
+				// from now, and serves on for ShutdownDelay.
+				return r.workerStop(false, r.delayStop())
 			}
 		case sig := <-r.sigs:
 			r.log.Info("graceful: signal ignored by a worker; signal the master", "signal", sig.String(), "master", d.PPID)
 		case req := <-r.reqs:
-			if req.kind == reqShutdown {
-				return r.workerStop(false, req.done)
+			switch req.kind {
+			case reqShutdown:
+				return r.workerStop(false, []chan error{req.done})
+			case reqStatus:
+				req.status <- r.snapshot("serving")
+			default:
+				req.done <- ErrNotMaster
 			}
-			req.done <- ErrNotMaster
 		case err := <-r.serveErr:
 			r.serving--
 			r.log.Error("graceful: serving failed", "err", err)
@@ -76,16 +84,13 @@ func (r *runner) runWorker() error {
 
 // workerStop drains the worker and runs its hooks: OnRestart when it is
 // being replaced, OnWorkerShutdown always.
-func (r *runner) workerStop(replaced bool, done chan error) error {
+func (r *runner) workerStop(replaced bool, waiters []chan error) error {
 	r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", replaced)
-	waiters := r.drain(false)
+	waiters = append(waiters, r.drain(false)...)
 	if replaced {
 		r.runServerHooks(&r.s.hooks, &r.s.workerHooks)
 	} else {
 		r.runServerHooks(&r.s.workerHooks)
-	}
-	if done != nil {
-		waiters = append(waiters, done)
 	}
 	for _, w := range waiters {
 		w <- nil

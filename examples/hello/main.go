@@ -3,8 +3,11 @@
 // It listens on $PORT (default 8080) and, if $PIDFILE is set, keeps that
 // file naming the serving process (the master, in cluster mode). With
 // $WORKERS set to N it runs as a master with N worker processes: SIGUSR1
-// then replaces the workers one at a time. Every response carries the serving
-// process's PID in the X-Pid header, so a restart can be watched:
+// then replaces the workers one at a time. $CONTROL names a control socket
+// for gracectl, $DIRECTORY a release directory, and $SHUTDOWN_DELAY (such as
+// 5s) how long a SIGTERM keeps it serving while /readyz answers 503. Every
+// response carries the serving process's PID in the X-Pid header, so a
+// restart can be watched:
 //
 //	go build -o hello ./examples/hello && PIDFILE=hello.pid ./hello &
 //	curl -i localhost:8080/
@@ -54,10 +57,14 @@ func main() {
 	})
 
 	srv := &graceful.Server{
-		Server:  &http.Server{Addr: ":" + port, Handler: r, ReadHeaderTimeout: 10 * time.Second},
-		PIDFile: os.Getenv("PIDFILE"),
+		Server:    &http.Server{Addr: ":" + port, Handler: r, ReadHeaderTimeout: 10 * time.Second},
+		PIDFile:   os.Getenv("PIDFILE"),
+		Control:   os.Getenv("CONTROL"),
+		Directory: os.Getenv("DIRECTORY"),
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("WORKERS"))
+	srv.ShutdownDelay, _ = time.ParseDuration(os.Getenv("SHUTDOWN_DELAY"))
+	r.Handle("/readyz", srv.ReadinessHandler())
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		log.Fatal(err)
 	}

@@ -13,7 +13,9 @@
 // (an extra Unix socket), TS_ADMIN (an extra TCP address), TS_WORKERS,
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
 // for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
-// (serve with the package-level ListenAndServe instead of a Server). The
+// (serve with the package-level ListenAndServe instead of a Server),
+// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY. /readyz is the
+// ReadinessHandler. The
 // mode "slow" sleeps a second before serving.
 package main
 
@@ -81,7 +83,7 @@ func main() {
 		// The drop-in idiom: nothing may be printed, and the exit status
 		// must be 0, on a hand-over or a SIGTERM drain.
 		os.WriteFile(os.Getenv("PIDFILE"), []byte(pid+"\n"), 0o644)
-		log.Fatal(graceful.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), routes(func() error { return nil })))
+		log.Fatal(graceful.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), routes(func() error { return nil }, http.NotFoundHandler())))
 	}
 
 	srv := &graceful.Server{
@@ -94,12 +96,14 @@ func main() {
 		WorkerTimeout:     dur("TS_WORKER_TIMEOUT"),
 		WorkerBootTimeout: dur("TS_BOOT_TIMEOUT"),
 		Directory:         os.Getenv("TS_DIRECTORY"),
+		Control:           os.Getenv("TS_CONTROL"),
+		ShutdownDelay:     dur("TS_SHUTDOWN_DELAY"),
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("TS_WORKERS"))
 	srv.OnWorkerBoot(func() { event("boot") })
 	srv.OnWorkerShutdown(func() { event("worker shutdown inflight=%d", inflight.Load()) })
 	if p := os.Getenv("TS_UNIX"); p != "" {
-		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart)})
+		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart, srv.ReadinessHandler())})
 	}
 	if a := os.Getenv("TS_ADMIN"); a != "" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: a, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +121,7 @@ func main() {
 			srv.OnRestart(func() { select {} })
 		}
 	}
-	srv.Handler = routes(srv.Restart)
+	srv.Handler = routes(srv.Restart, srv.ReadinessHandler())
 	if fifo := os.Getenv("TS_TRIGGER"); fifo != "" {
 		if _, worker := graceful.Worker(); !worker {
 			// In the master: each line written to the FIFO asks for a
@@ -150,8 +154,9 @@ func main() {
 	}
 }
 
-func routes(restart func() error) http.Handler {
+func routes(restart func() error, ready http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/readyz", ready)
 	mux.HandleFunc("/restart", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, restart())
 	})

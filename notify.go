@@ -1,0 +1,100 @@
+package graceful
+
+import (
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// notifier tells a service manager such as systemd what the service is
+// doing, through the sd_notify protocol, and pings its watchdog. Only the
+// process that is the service's main process speaks: the single-mode
+// server or the master, never a worker (workers are started without
+// NOTIFY_SOCKET). It belongs to the loop goroutine of its run. A nil
+// notifier, or one without NOTIFY_SOCKET, does nothing.
+type notifier struct {
+	log      *slog.Logger
+	on       bool          // NOTIFY_SOCKET is set
+	interval time.Duration // between watchdog pings; 0 without a watchdog
+	ticker   *time.Ticker  // running while this process is the main one
+}
+
+// newNotifier reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID. They
+// stay in the environment: a successor needs them.
+func newNotifier(log *slog.Logger) *notifier {
+	n := &notifier{log: log, on: os.Getenv("NOTIFY_SOCKET") != ""}
+	if !n.on {
+		return n
+	}
+	wd, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("graceful: watchdog settings ignored", "err", err)
+	}
+	if wd > 0 {
+		// systemd's advice: ping at half the timeout.
+		n.interval = wd / 2
+	}
+	return n
+}
+
+func (n *notifier) send(state string) {
+	if n == nil || !n.on {
+		return
+	}
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		n.log.Warn("graceful: sd_notify failed", "state", state, "err", err)
+	}
+}
+
+// ready says the process serves: at start-up, after taking over from a
+// predecessor, and after a restart, failed or not. A new process pings the
+// watchdog at once, so that a restart never leaves the service manager a
+// whole period without a ping.
+func (n *notifier) ready(status string) {
+	if status != "" {
+		n.send(daemon.SdNotifyReady + "\nSTATUS=" + status)
+	} else {
+		n.send(daemon.SdNotifyReady)
+	}
+	if n == nil || n.interval == 0 || n.ticker != nil {
+		return
+	}
+	n.send(daemon.SdNotifyWatchdog)
+	n.ticker = time.NewTicker(n.interval)
+}
+
+// reloading says a restart has begun.
+func (n *notifier) reloading() {
+	n.send(daemon.SdNotifyReloading + "\n" + strings.TrimSuffix(daemon.SdNotifyMonotonicUsec(), "\n"))
+}
+
+// mainPID hands the service over to pid; this process stops pinging.
+func (n *notifier) mainPID(pid int) {
+	n.send("MAINPID=" + strconv.Itoa(pid))
+	n.stopPings()
+}
+
+// stopping says the service is shutting down for good.
+func (n *notifier) stopping() { n.send(daemon.SdNotifyStopping) }
+
+// watchdog returns the channel on which pings fall due, nil without a
+// watchdog.
+func (n *notifier) watchdog() <-chan time.Time {
+	if n == nil || n.ticker == nil {
+		return nil
+	}
+	return n.ticker.C
+}
+
+func (n *notifier) ping() { n.send(daemon.SdNotifyWatchdog) }
+
+func (n *notifier) stopPings() {
+	if n != nil && n.ticker != nil {
+		n.ticker.Stop()
+		n.ticker = nil
+	}
+}

@@ -1,0 +1,138 @@
+package graceful
+
+import (
+	"context"
+	"os"
+	"time"
+)
+
+// Status is a snapshot of a serving process: what [Server.Status] returns
+// and what `gracectl stats --json` prints. The JSON field names are part of
+// the API and stay as they are; fields may be added.
+type Status struct {
+	// Mode is "single", "cluster" (a master) or "worker".
+	Mode string `json:"mode"`
+	// PID is the process that answered.
+	PID int `json:"pid"`
+	// Started is when this process started serving.
+	Started time.Time `json:"started"`
+	// UptimeSeconds is the time since Started.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// State is "serving", "restarting" (a successor is starting),
+	// "phased-restart" (workers are being replaced) or "draining".
+	State string `json:"state"`
+	// Restarts counts the hot restarts that led to this process: 0 for
+	// the process the service manager started.
+	Restarts int `json:"restarts"`
+	// Generation is the phased-restart generation of a cluster's master:
+	// the number of phased restarts it has begun. 0 in single mode.
+	Generation int `json:"generation"`
+	// Listeners are the addresses served, as network:address.
+	Listeners []string `json:"listeners"`
+	// RequestsInFlight counts the requests being served now.
+	RequestsInFlight int64 `json:"requests_in_flight"`
+	// RequestsTotal counts the requests this process (in a cluster: this
+	// master's workers, present and past) has finished.
+	RequestsTotal uint64 `json:"requests_total"`
+	// WorkersWanted is the number of workers a master keeps running.
+	WorkersWanted int `json:"workers_wanted,omitempty"`
+	// Workers are a master's worker processes, by slot, including those
+	// booting and those draining.
+	Workers []WorkerStatus `json:"workers,omitempty"`
+	// LastRestart is the most recent restart this process began, if any.
+	LastRestart *RestartStatus `json:"last_restart,omitempty"`
+}
+
+// WorkerStatus is one worker of a cluster as its master sees it. Request
+// counts are those of the worker's last check-in, at most a heartbeat old.
+type WorkerStatus struct {
+	ID         int    `json:"id"`
+	PID        int    `json:"pid"`
+	Generation int    `json:"generation"`
+	State      string `json:"state"` // "booting", "ready" or "draining"
+	// Started is when the master started the worker.
+	Started time.Time `json:"started"`
+	// LastCheckin is the worker's last heartbeat; zero before it serves.
+	LastCheckin      time.Time `json:"last_checkin"`
+	RequestsInFlight int64     `json:"requests_in_flight"`
+	RequestsTotal    uint64    `json:"requests_total"`
+}
+
+// RestartStatus is the outcome of a restart.
+type RestartStatus struct {
+	// Kind is "hot" or "phased".
+	Kind    string    `json:"kind"`
+	Started time.Time `json:"started"`
+	// Finished is zero while the restart is under way.
+	Finished time.Time `json:"finished"`
+	// Error says why the restart failed; empty when it succeeded or is
+	// under way.
+	Error string `json:"error,omitempty"`
+}
+
+// Status returns a snapshot of the server: its mode, state, listeners,
+// request counts and, for a cluster's master, its workers. It returns
+// ErrNotServing when the server is not serving.
+func (s *Server) Status() (*Status, error) {
+	r := s.runner()
+	if r == nil {
+		return nil, ErrNotServing
+	}
+	return r.status(context.Background())
+}
+
+// status asks the loop for a snapshot.
+func (r *runner) status(ctx context.Context) (*Status, error) {
+	req := request{kind: reqStatus, done: make(chan error, 1), status: make(chan *Status, 1)}
+	if err := r.send(ctx, req); err != nil {
+		return nil, err
+	}
+	select {
+	case st := <-req.status:
+		return st, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// snapshot is the part of a Status every mode shares.
+func (r *runner) snapshot(state string) *Status {
+	mode := "single"
+	if r.worker() {
+		mode = "worker"
+	}
+	st := &Status{
+		Mode:             mode,
+		PID:              os.Getpid(),
+		Started:          r.started,
+		UptimeSeconds:    time.Since(r.started).Seconds(),
+		State:            state,
+		Listeners:        r.addrs(),
+		RequestsInFlight: r.inflight.Load(),
+		RequestsTotal:    r.total.Load(),
+		LastRestart:      r.last,
+	}
+	if r.inh != nil && r.inh.desc != nil {
+		st.Restarts = r.inh.desc.Restarts
+	}
+	if r.last != nil {
+		c := *r.last
+		st.LastRestart = &c
+	}
+	return st
+}
+
+// began records the start of a restart; ended its outcome.
+func (r *runner) began(kind string) {
+	r.last = &RestartStatus{Kind: kind, Started: time.Now()}
+}
+
+func (r *runner) ended(err error) {
+	if r.last == nil || !r.last.Finished.IsZero() {
+		return
+	}
+	r.last.Finished = time.Now()
+	if err != nil {
+		r.last.Error = err.Error()
+	}
+}
