@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -62,6 +63,25 @@ type Gen struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	res    []Sample
+	done   atomic.Int64
+}
+
+// Done returns how many requests have completed so far, failed or not, so
+// that a test can wait for the load to be flowing.
+func (g *Gen) Done() int { return int(g.done.Load()) }
+
+// WaitDone waits until n more requests than now have completed, or the
+// timeout passes, and reports whether they did.
+func (g *Gen) WaitDone(n int, timeout time.Duration) bool {
+	want := g.Done() + n
+	deadline := time.Now().Add(timeout)
+	for g.Done() < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
 }
 
 // Start starts the clients.
@@ -89,6 +109,7 @@ func Start(cfg Config) *Gen {
 			var local []Sample
 			for i := 0; i < cfg.MaxRequests && ctx.Err() == nil; i++ {
 				s := c.Do(method, path, body, keep)
+				g.done.Add(1)
 				s.Slow = slow
 				local = append(local, s)
 			}

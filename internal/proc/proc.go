@@ -98,12 +98,19 @@ func StartWrapped(wrapper []string, bin, dir string, env []string) (*Server, err
 
 // StartOn is StartWrapped on a given port.
 func StartOn(port int, wrapper []string, bin, dir string, env []string) (*Server, error) {
+	return StartFiles(port, wrapper, bin, dir, env, nil)
+}
+
+// StartFiles is StartOn with files passed as descriptors 3 and up, as a
+// service manager's socket activation passes them.
+func StartFiles(port int, wrapper []string, bin, dir string, env []string, files []*os.File) (*Server, error) {
 	s := &Server{Bin: bin, Port: port, PIDFile: filepath.Join(dir, "server.pid"), Output: &Buffer{}}
 	os.Remove(s.PIDFile)
 	argv := append(append([]string{}, wrapper...), bin)
 	s.Cmd = exec.Command(argv[0], argv[1:]...)
 	s.Cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "PIDFILE=" + s.PIDFile, "GORACE=atexit_sleep_ms=0"}, env...)...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Output, s.Output
+	s.Cmd.ExtraFiles = files
 	if err := s.Cmd.Start(); err != nil {
 		return nil, err
 	}
