@@ -4,6 +4,8 @@ go 1.26.8
 
 require github.com/gograceful/graceful v0.0.0
 
+require github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+
 require (
 	github.com/cloudflare/tableflip v1.2.3
 	github.com/facebookgo/clock v0.0.0-20150410010913-600d898af40a // indirect

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command gracectl controls a server built with graceful: it shows its
 // status and request counts, restarts it and waits for the outcome, stops
 // it, and changes its number of workers.

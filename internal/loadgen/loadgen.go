@@ -53,6 +53,7 @@ type Sample struct {
 	Latency time.Duration
 	PID     string // X-Pid of the response
 	Slow    bool
+	Fresh   bool // sent on a new connection
 	Fail    string // "" or a failure kind
 	Detail  string
 }
@@ -110,7 +111,7 @@ func Start(cfg Config) *Gen {
 			for i := 0; i < cfg.MaxRequests && ctx.Err() == nil; i++ {
 				s := c.Do(method, path, body, keep)
 				g.done.Add(1)
-				s.Slow = slow
+				s.Slow, s.Fresh = slow, !keep
 				local = append(local, s)
 			}
 			g.mu.Lock()
