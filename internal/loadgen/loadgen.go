@@ -53,7 +53,7 @@ type Sample struct {
 	Latency time.Duration
 	PID     string // X-Pid of the response
 	Slow    bool
-	Fresh   bool // sent on a new connection
+	Fresh   bool   // sent on a new connection
 	Fail    string // "" or a failure kind
 	Detail  string
 }
