@@ -259,7 +259,7 @@ func TestPhasedRestartFromCode(t *testing.T) {
 		}, 15*time.Second, 5*time.Millisecond, "no event %q", want)
 	}
 	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
-	trigger("phased: graceful: phased restart stopped: the new worker 0 failed to boot: successor")
+	trigger("phased: graceful: phased restart stopped: the new worker 0 failed to boot: worker")
 	require.NoError(t, os.WriteFile(mode, nil, 0o644))
 	trigger("phased: <nil>")
 	waitAllGen(t, s, 2)

@@ -81,7 +81,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		desc.Worker, desc.WorkerID, desc.Gen, desc.Heartbeat = true, sp.worker.WorkerID, sp.worker.Gen, sp.worker.Heartbeat
 		role = "worker"
 		drop = append(drop, "NOTIFY_SOCKET", "WATCHDOG_USEC")
-	} else if r.inh.desc != nil {
+	} else if r.inh != nil && r.inh.desc != nil {
 		desc.Restarts = r.inh.desc.Restarts + 1
 	} else {
 		desc.Restarts = 1
