@@ -26,7 +26,7 @@ func Listen(network, addr string) (net.Listener, error) {
 	}
 	l, err := listenFresh(network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("graceful: listen %s %s: %w", network, addr, err)
+		return nil, fmt.Errorf("graceful: %w", err)
 	}
 	inh.remember(l, network, addr)
 	return l, nil

@@ -1,6 +1,10 @@
 package graceful
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"os"
+)
 
 // hotRestart is a hot restart under way: the successor starting and the
 // Restart calls waiting for the outcome. It belongs to the goroutine of a
@@ -24,6 +28,16 @@ func (h *hotRestart) begin(by string, done chan error) {
 	}
 	log.Info("graceful: restart requested", "by", by)
 	h.r.began("hot")
+	if os.Getpid() == 1 {
+		// The successor would outlive us, but not for long: when PID 1
+		// exits, the kernel kills every process of its PID namespace.
+		err := errors.New("graceful: restart refused: this process is PID 1 (a container's init), and its exit after the hand-over would end the container; run with Workers and use a phased restart (SIGUSR1), which keeps the master")
+		h.failed(err)
+		if done != nil {
+			done <- err
+		}
+		return
+	}
 	h.r.notify.reloading()
 	succ, err := h.r.startSuccessor()
 	if err != nil {
