@@ -84,7 +84,7 @@ func loadHanded() (*inheritance, error) {
 			}
 			return nil, fmt.Errorf("graceful: inherited descriptor %s: %w", f.Name(), err)
 		}
-		in.lns = append(in.lns, &inheritedListener{inheritedLn: ln, l: l})
+		in.lns = append(in.lns, &inheritedListener{inheritedLn: ln, l: l, handed: true})
 	}
 	return in, nil
 }

@@ -103,6 +103,7 @@ type inheritedListener struct {
 	inheritedLn
 	l       net.Listener
 	claimed bool
+	handed  bool // from a service manager or grace, not from a graceful predecessor
 }
 
 var proc struct {
@@ -141,7 +142,22 @@ func (in *inheritance) claim(network, addr string) net.Listener {
 	if l := pick(func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr }); l != nil {
 		return l
 	}
-	return pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr()) })
+	if l := pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr()) }); l != nil {
+		return l
+	}
+	// With socket activation the service manager chooses the interface:
+	// a server asking for ":8080" takes the socket bound on 8080, wherever.
+	return pick(func(il *inheritedListener) bool { return il.handed && samePort(network, addr, il.l.Addr()) })
+}
+
+// samePort reports whether addr asks for any interface on have's port.
+func samePort(network, addr string, have net.Addr) bool {
+	h, ok := have.(*net.TCPAddr)
+	if !ok || !strings.HasPrefix(network, "tcp") {
+		return false
+	}
+	want, err := net.ResolveTCPAddr(network, addr)
+	return err == nil && want.Port != 0 && want.Port == h.Port && (want.IP == nil || want.IP.IsUnspecified())
 }
 
 // sameAddr reports whether a listener bound at have would be the one asked

@@ -444,7 +444,7 @@ func (m *master) status(state string) *Status {
 	add := func(w *worker) {
 		names := [...]string{wBooting: "booting", wReady: "ready", wDraining: "draining"}
 		st.Workers = append(st.Workers, WorkerStatus{
-			ID: w.id, PID: w.pid(), Generation: w.gen, State: names[w.state],
+			ID: w.id, PID: w.pid(), Generation: w.gen, State: names[w.state], WorkingDir: w.p.rel.dir,
 			Started: w.started, LastCheckin: w.lastBeat,
 			RequestsInFlight: w.inflight, RequestsTotal: w.total,
 		})

@@ -27,6 +27,9 @@ type Status struct {
 	// Generation is the phased-restart generation of a cluster's master:
 	// the number of phased restarts it has begun. 0 in single mode.
 	Generation int `json:"generation"`
+	// WorkingDir is the answering process's working directory: with
+	// Directory, the release it runs.
+	WorkingDir string `json:"working_dir"`
 	// Listeners are the addresses served, as network:address.
 	Listeners []string `json:"listeners"`
 	// RequestsInFlight counts the requests being served now.
@@ -52,6 +55,9 @@ type WorkerStatus struct {
 	State      string `json:"state"` // "booting", "ready" or "draining"
 	// Started is when the master started the worker.
 	Started time.Time `json:"started"`
+	// WorkingDir is where the worker was started: with Directory, its
+	// release.
+	WorkingDir string `json:"working_dir,omitempty"`
 	// LastCheckin is the worker's last heartbeat; zero before it serves.
 	LastCheckin      time.Time `json:"last_checkin"`
 	RequestsInFlight int64     `json:"requests_in_flight"`
@@ -112,6 +118,7 @@ func (r *runner) snapshot(state string) *Status {
 		RequestsTotal:    r.total.Load(),
 		LastRestart:      r.last,
 	}
+	st.WorkingDir, _ = os.Getwd()
 	if r.inh != nil && r.inh.desc != nil {
 		st.Restarts = r.inh.desc.Restarts
 	}

@@ -249,6 +249,7 @@ func printStatus(w io.Writer, st *graceful.Status) {
 	fmt.Fprintf(tw, "pid\t%d (up %s)\n", st.PID, (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
 	fmt.Fprintf(tw, "state\t%s\n", st.State)
 	fmt.Fprintf(tw, "restarts\t%d\n", st.Restarts)
+	fmt.Fprintf(tw, "working dir\t%s\n", st.WorkingDir)
 	if st.Mode == "cluster" {
 		fmt.Fprintf(tw, "generation\t%d\n", st.Generation)
 	}
@@ -273,13 +274,13 @@ func printStatus(w io.Writer, st *graceful.Status) {
 		return
 	}
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  ID\tPID\tGEN\tSTATE\tCHECK-IN\tIN-FLIGHT\tSERVED")
+	fmt.Fprintln(tw, "  ID\tPID\tGEN\tSTATE\tCHECK-IN\tIN-FLIGHT\tSERVED\tDIR")
 	for _, wk := range st.Workers {
 		checkin := "-"
 		if !wk.LastCheckin.IsZero() {
 			checkin = time.Since(wk.LastCheckin).Round(time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%d\t%d\n", wk.ID, wk.PID, wk.Generation, wk.State, checkin, wk.RequestsInFlight, wk.RequestsTotal)
+		fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%d\t%d\t%s\n", wk.ID, wk.PID, wk.Generation, wk.State, checkin, wk.RequestsInFlight, wk.RequestsTotal, wk.WorkingDir)
 	}
 	tw.Flush()
 }
