@@ -236,14 +236,7 @@ func (r *runner) serve() {
 		if h == nil {
 			h = http.DefaultServeMux
 		}
-		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			r.inflight.Add(1)
-			defer r.finish()
-			if r.draining.Load() {
-				w.Header().Set("Connection", "close")
-			}
-			h.ServeHTTP(w, req)
-		})
+		srv.Handler = r.wrap(h)
 		userState := srv.ConnState
 		srv.ConnState = func(c net.Conn, st http.ConnState) {
 			r.track.connState(c, st)
@@ -271,6 +264,19 @@ func (r *runner) serve() {
 		}(sv)
 	}
 	r.log.Info("graceful: serving", "pid", os.Getpid(), "addrs", r.addrs())
+}
+
+// wrap counts h's requests and, during a drain, asks clients to close
+// their connections.
+func (r *runner) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.inflight.Add(1)
+		defer r.finish()
+		if r.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, req)
+	})
 }
 
 // finish counts a request done, also when its handler panics.
