@@ -611,14 +611,7 @@ func (m *master) stop(replaced bool, done chan error) error {
 				kill()
 			}
 		case req := <-r.reqs:
-			switch req.kind {
-			case reqShutdown:
-				waiters = append(waiters, req.done)
-			case reqStatus:
-				req.status <- m.status("draining")
-			default:
-				req.done <- ErrDraining
-			}
+			waiters = whileStopping(req, waiters, func() *Status { return m.status("draining") })
 		case <-r.notify.watchdog():
 			r.notify.ping()
 		}

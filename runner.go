@@ -440,18 +440,26 @@ func (r *runner) delayStop() []chan error {
 			}
 			r.log.Warn("graceful: signal ignored: stopping", "signal", sig.String())
 		case req := <-r.reqs:
-			switch req.kind {
-			case reqShutdown:
-				waiters = append(waiters, req.done)
-			case reqStatus:
-				req.status <- r.snapshot("stopping")
-			default:
-				req.done <- ErrDraining
-			}
+			waiters = whileStopping(req, waiters, func() *Status { return r.snapshot("stopping") })
 		case <-r.notify.watchdog():
 			r.notify.ping()
 		}
 	}
+}
+
+// whileStopping answers a request that arrives while the server stops:
+// a Shutdown call joins the waiters, which it returns; a status request
+// gets status(); anything else is refused.
+func whileStopping(req request, waiters []chan error, status func() *Status) []chan error {
+	switch req.kind {
+	case reqShutdown:
+		return append(waiters, req.done)
+	case reqStatus:
+		req.status <- status()
+	default:
+		req.done <- ErrDraining
+	}
+	return waiters
 }
 
 // drainTick is how often the drain looks at its connections.
@@ -515,14 +523,7 @@ func (r *runner) drain(final bool) []chan error {
 			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String(), "connections", n)
 			forced = true
 		case req := <-r.reqs:
-			switch req.kind {
-			case reqShutdown:
-				waiters = append(waiters, req.done)
-			case reqStatus:
-				req.status <- r.snapshot("draining")
-			default:
-				req.done <- ErrDraining
-			}
+			waiters = whileStopping(req, waiters, func() *Status { return r.snapshot("draining") })
 		}
 		if forced {
 			r.track.closeAll()

@@ -116,7 +116,6 @@ func (r *runner) snapshot(state string) *Status {
 		Listeners:        r.addrs(),
 		RequestsInFlight: r.inflight.Load(),
 		RequestsTotal:    r.total.Load(),
-		LastRestart:      r.last,
 	}
 	st.WorkingDir, _ = os.Getwd()
 	if r.inh != nil && r.inh.desc != nil {

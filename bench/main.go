@@ -37,6 +37,8 @@ type config struct {
 	KeepAlive   int           `json:"restart_keepalive_clients"`
 	Fresh       int           `json:"restart_new_connection_clients"`
 	SlowClients int           `json:"restart_slow_clients"`
+
+	ThroughputOnly bool `json:"-"`
 }
 
 type throughput struct {
@@ -106,7 +108,9 @@ func main() {
 	flag.IntVar(&cfg.KeepAlive, "ka", 4, "keep-alive POST clients (never retrying) during restarts")
 	flag.IntVar(&cfg.Fresh, "fresh", 2, "new-connection clients during restarts")
 	flag.IntVar(&cfg.SlowClients, "slowc", 2, "clients of slow requests during restarts")
+	tpOnly := flag.Bool("throughput", false, "run only the pinned throughput rounds")
 	flag.Parse()
+	cfg.ThroughputOnly = *tpOnly
 	if *short {
 		cfg.Restarts, cfg.Rounds, cfg.RoundTime = 5, 2, time.Second
 	}
@@ -140,6 +144,10 @@ func run(cfg config, out string, short bool) error {
 			return err
 		}
 		rep.Throughput = append(rep.Throughput, tp)
+	}
+	if cfg.ThroughputOnly {
+		fmt.Print(markdown(rep))
+		return nil
 	}
 	if rep.Unpinned, err = measureCluster(cfg, bins, dir, rep.MemoryMB); err != nil {
 		return err
