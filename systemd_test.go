@@ -172,10 +172,7 @@ func TestNotifyCluster(t *testing.T) {
 	assert.GreaterOrEqual(t, ns.count(m, "WATCHDOG=1")-pings, 5, "watchdog pings")
 	stop(t, s)
 
-	var seq []string
-	for _, msg := range ns.messages(false) {
-		seq = append(seq, msg)
-	}
+	seq := ns.messages(false)
 	want := []string{
 		fmt.Sprintf("[%d] READY=1", m),
 		fmt.Sprintf("[%d] WATCHDOG=1", m),
