@@ -21,6 +21,10 @@ const (
 	wDraining               // told to drain
 )
 
+func (s wstate) String() string {
+	return [...]string{wBooting: "booting", wReady: "ready", wDraining: "draining"}[s]
+}
+
 type worker struct {
 	id, gen  int
 	p        *successor
@@ -401,9 +405,12 @@ func (m *master) endPhase(err error) {
 		m.r.log.Error(err.Error())
 	}
 	m.r.ended(err)
-	if err != nil {
+	switch {
+	case m.r.stopping.Load():
+		// STOPPING=1 is said; nothing is ready again.
+	case err != nil:
 		m.r.notify.ready("phased restart failed: " + err.Error())
-	} else {
+	default:
 		m.r.notify.ready("")
 	}
 	for _, w := range m.phase.waiters {
@@ -442,17 +449,16 @@ func (m *master) status(state string) *Status {
 	st.WorkersWanted = m.n
 	st.RequestsTotal = m.retired
 	add := func(w *worker) {
-		names := [...]string{wBooting: "booting", wReady: "ready", wDraining: "draining"}
 		st.Workers = append(st.Workers, WorkerStatus{
-			ID: w.id, PID: w.pid(), Generation: w.gen, State: names[w.state], WorkingDir: w.p.rel.dir,
+			ID: w.id, PID: w.pid(), Generation: w.gen, State: w.state.String(), WorkingDir: w.p.rel.dir,
 			Started: w.started, LastCheckin: w.lastBeat,
 			RequestsInFlight: w.inflight, RequestsTotal: w.total,
 		})
 		st.RequestsInFlight += w.inflight
 		st.RequestsTotal += w.total
 	}
-	for id := 0; id < m.n+1; id++ {
-		if w := m.slots[id]; w != nil && w.p != nil {
+	for _, w := range m.slots {
+		if w.p != nil {
 			add(w)
 		}
 	}

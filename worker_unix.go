@@ -53,11 +53,11 @@ func (r *runner) runWorker() error {
 			case !ok:
 				r.log.Warn("graceful: master gone; draining", "master", d.PPID)
 				return r.workerStop(false, nil)
-			case m == "drain restart":
+			case m == msgReplace:
 				return r.workerStop(true, nil)
-			case m == "drain":
+			case m == msgDrain:
 				return r.workerStop(false, nil)
-			case m == "stop":
+			case m == msgStop:
 				// The master stops for good: this worker is not ready
 				// from now, and serves on for ShutdownDelay.
 				return r.workerStop(false, r.delayStop())
