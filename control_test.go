@@ -274,3 +274,39 @@ func TestControlCluster(t *testing.T) {
 	_ = out
 	stop(t, s)
 }
+
+// TestControlPermission: another user may not use the control socket, and
+// gracectl says so.
+func TestControlPermission(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run gracectl as another user")
+	}
+	runuser, err := exec.LookPath("runuser")
+	if err != nil {
+		t.Skip("runuser not installed")
+	}
+	_, server := binaries(t)
+	// A directory every user may enter, so that only the socket's own mode
+	// stands in the way.
+	dir, err := os.MkdirTemp("", "graceful-perm-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	ctl := filepath.Join(dir, "gracectl")
+	b, err := os.ReadFile(gracectl(t))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(ctl, b, 0o755))
+	sock := filepath.Join(dir, "control.sock")
+	s := start(t, server, "TS_CONTROL="+sock)
+
+	var out, errb proc.Buffer
+	cmd := exec.Command(runuser, "-u", "nobody", "--", ctl, "--control", sock, "status")
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "gracectl as nobody: %s", out.String())
+	assert.Equal(t, 2, ee.ExitCode())
+	assert.Contains(t, errb.String(), "may not open control socket "+sock+": permission denied (it is mode 0600, owned by uid 0")
+	assert.Equal(t, s.PID(), ctlStats(t, sock).PID, "its owner still can")
+	stop(t, s)
+}
