@@ -112,3 +112,40 @@ func ExampleWorker() {
 		log.Printf("worker %d of generation %d, master %d", w.ID, w.Generation, w.Master)
 	}
 }
+
+// Behind a load balancer: on SIGTERM, /readyz answers 503 at once while the
+// server keeps serving for ShutdownDelay, then it drains. The control socket
+// lets `gracectl` show the status and restart the server, waiting for the
+// outcome.
+func ExampleServer_ReadinessHandler() {
+	mux := http.NewServeMux()
+	srv := &graceful.Server{
+		Server:        &http.Server{Addr: ":8080", Handler: mux},
+		ShutdownDelay: 10 * time.Second,
+		Control:       "/run/app/control.sock",
+	}
+	mux.Handle("/readyz", srv.ReadinessHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello")
+	})
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
+
+// Status reports what the server is doing, for a health page or a log
+// line; gracectl stats prints the same as JSON.
+func ExampleServer_Status() {
+	srv := &graceful.Server{Server: &http.Server{Addr: ":8080"}, Workers: 2}
+	go func() {
+		for range time.Tick(time.Minute) {
+			if st, err := srv.Status(); err == nil {
+				log.Printf("%s pid %d: %d requests in flight, %d served, %d workers",
+					st.State, st.PID, st.RequestsInFlight, st.RequestsTotal, len(st.Workers))
+			}
+		}
+	}()
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}

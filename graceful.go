@@ -22,6 +22,15 @@
 //
 //	log.Fatal(graceful.ListenAndServe(":8080", handler))
 //
+// To operate it: with Control set, the gracectl command (cmd/gracectl)
+// shows the server's [Status] and restarts it, waiting for the outcome.
+// Under systemd it speaks the notify protocol (READY, RELOADING, MAINPID,
+// STOPPING, watchdog pings) and serves on the sockets of socket activation.
+// Behind a load balancer, ShutdownDelay and [Server.ReadinessHandler] let
+// the balancer stop sending before a stopping server drains. Started by a
+// facebookgo/grace process as its successor, it serves on grace's sockets
+// and stops that process once ready.
+//
 // Restarts need a Unix system. Elsewhere the package builds, serves and
 // shuts down gracefully on an interrupt, and [Server.Restart] returns
 // [ErrNotSupported].
