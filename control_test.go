@@ -310,3 +310,34 @@ func TestControlPermission(t *testing.T) {
 	assert.Equal(t, s.PID(), ctlStats(t, sock).PID, "its owner still can")
 	stop(t, s)
 }
+
+// TestStatsCountEveryRequest: a cluster's request total counts every
+// request, also those its workers served after their last heartbeat before
+// a phased restart replaced them.
+func TestStatsCountEveryRequest(t *testing.T) {
+	_, server := binaries(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	// One heartbeat a second: the requests below fall between two.
+	s := start(t, server, "TS_CONTROL="+sock, "TS_WORKERS=2", "TS_WORKER_TIMEOUT=60s")
+	waitWorkers(t, s, 2)
+	const n = 50
+	for i := 0; i < n; i++ {
+		code, _, _ := get(t, "tcp", s.Addr(), "/")
+		require.Equal(t, 200, code)
+	}
+	_, errs, code := ctlRun(t, "--control", sock, "phased-restart")
+	require.Equal(t, 0, code, errs)
+	var st *graceful.Status
+	require.Eventually(t, func() bool {
+		st = ctlStats(t, sock)
+		for _, w := range st.Workers {
+			if w.Generation != 1 || w.State != "ready" {
+				return false
+			}
+		}
+		return len(st.Workers) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, uint64(n), st.RequestsTotal, "requests counted: %+v", st)
+	assert.Zero(t, st.RequestsInFlight)
+	stop(t, s)
+}

@@ -127,11 +127,36 @@ func (m *master) start(id, gen int, rel release) *worker {
 			return
 		}
 		m.events <- masterEvent{w: w, kind: evReady}
+		beats := make(chan struct{})
+		go m.readBeats(w, beats)
 		<-p.exited
+		// Its last heartbeat, with its final request counts, may still be
+		// in the socket: read it before reporting the exit.
+		select {
+		case <-beats:
+		case <-time.After(time.Second):
+		}
 		p.ctrl.Close()
+		<-beats
 		m.events <- masterEvent{w: w, kind: evExit, err: p.err}
 	}()
 	return w
+}
+
+// readBeats passes on a worker's heartbeats until its end of the control
+// socket closes, then closes done. A worker sends them once told to go.
+func (m *master) readBeats(w *worker, done chan struct{}) {
+	defer close(done)
+	for {
+		line, err := w.p.br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		ev := masterEvent{w: w, kind: evBeat}
+		if _, err := fmt.Sscanf(line, "beat %d %d\n", &ev.inflight, &ev.total); err == nil {
+			m.events <- ev
+		}
+	}
 }
 
 func (w *worker) pid() int {
@@ -141,25 +166,11 @@ func (w *worker) pid() int {
 	return w.p.pid()
 }
 
-// sendGo lets a ready worker accept, and starts reading its heartbeats.
+// sendGo lets a ready worker accept.
 func (m *master) sendGo(w *worker) {
 	w.goSent = true
 	w.lastBeat = time.Now()
-	if err := w.p.tell("go"); err != nil {
-		return // it is exiting; its exit event follows
-	}
-	go func() {
-		for {
-			line, err := w.p.br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			ev := masterEvent{w: w, kind: evBeat}
-			if _, err := fmt.Sscanf(line, "beat %d %d\n", &ev.inflight, &ev.total); err == nil {
-				m.events <- ev
-			}
-		}
-	}()
+	w.p.tell("go") // if it fails, the worker is exiting; its exit event follows
 }
 
 // The master's orders to a ready worker.

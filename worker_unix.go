@@ -28,7 +28,11 @@ func (r *runner) runWorker() error {
 	if err != nil {
 		return err
 	}
-	defer ctrl.Close()
+	defer func() {
+		// A last heartbeat, so that the master counts every request.
+		fmt.Fprintf(ctrl, "beat %d %d\n", r.inflight.Load(), r.total.Load())
+		ctrl.Close()
+	}()
 	r.serve()
 
 	msgs := make(chan string)
