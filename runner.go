@@ -214,16 +214,25 @@ func hasCert(c *tls.Config) bool {
 // closeListeners closes every listener of the run: to stop accepting, or
 // for a run that ends before serving.
 func (r *runner) closeListeners() {
+	for _, l := range r.listeners() {
+		r.inh.forget(l)
+		l.Close()
+	}
+}
+
+// listeners lists the run's open listeners: those served, then the
+// control socket's.
+func (r *runner) listeners() []net.Listener {
+	var ls []net.Listener
 	for _, sv := range r.served {
 		if sv.l != nil {
-			r.inh.forget(sv.l)
-			sv.l.Close()
+			ls = append(ls, sv.l)
 		}
 	}
 	if r.ctl != nil {
-		r.inh.forget(r.ctl.l)
-		r.ctl.l.Close()
+		ls = append(ls, r.ctl.l)
 	}
+	return ls
 }
 
 // serve wraps each server's hooks and starts serving every listener.
@@ -299,14 +308,7 @@ func (r *runner) worker() bool { return r.inh != nil && r.inh.desc != nil && r.i
 // removeSocketFiles removes the files of Unix socket listeners, once no
 // process will listen on them again.
 func (r *runner) removeSocketFiles() {
-	ls := []net.Listener{}
-	for _, sv := range r.served {
-		ls = append(ls, sv.l)
-	}
-	if r.ctl != nil {
-		ls = append(ls, r.ctl.l)
-	}
-	for _, l := range ls {
+	for _, l := range r.listeners() {
 		if ua, ok := l.Addr().(*net.UnixAddr); ok && !strings.HasPrefix(ua.Name, "@") {
 			os.Remove(ua.Name)
 		}

@@ -19,7 +19,8 @@ type Status struct {
 	// UptimeSeconds is the time since Started.
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	// State is "serving", "restarting" (a successor is starting),
-	// "phased-restart" (workers are being replaced) or "draining".
+	// "phased-restart" (workers are being replaced), "stopping" (not
+	// ready, serving on for ShutdownDelay) or "draining".
 	State string `json:"state"`
 	// Restarts counts the hot restarts that led to this process: 0 for
 	// the process the service manager started.

@@ -287,28 +287,34 @@ func printStatus(w io.Writer, st *graceful.Status) {
 
 // viaSignals runs cmd by signalling the process the pidfile names.
 func (c *ctl) viaSignals(cmd string) error {
-	sigs := map[string]syscall.Signal{
-		"restart": syscall.SIGUSR2, "phased-restart": syscall.SIGUSR1, "stop": syscall.SIGTERM,
-		"add-worker": syscall.SIGTTIN, "remove-worker": syscall.SIGTTOU,
+	type order struct {
+		sig  syscall.Signal
+		name string
 	}
-	sig, ok := sigs[cmd]
+	orders := map[string]order{
+		"restart": {syscall.SIGUSR2, "SIGUSR2"}, "phased-restart": {syscall.SIGUSR1, "SIGUSR1"},
+		"stop": {syscall.SIGTERM, "SIGTERM"}, "add-worker": {syscall.SIGTTIN, "SIGTTIN"},
+		"remove-worker": {syscall.SIGTTOU, "SIGTTOU"},
+	}
+	o, ok := orders[cmd]
 	if !ok {
 		if cmd == "status" || cmd == "stats" {
 			return fmt.Errorf("%s needs the control socket: pass --control (set the Server's Control field)", cmd)
 		}
 		return fmt.Errorf("unknown command %q (see gracectl -h)", cmd)
 	}
+	sig := o.sig
 	pid, err := c.readPID()
 	if err != nil {
 		return err
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
-		return fmt.Errorf("signal %s to pid %d: %w", sig, pid, err)
+		return fmt.Errorf("%s to pid %d: %w", o.name, pid, err)
 	}
 	deadline := time.Now().Add(c.timeout)
 	switch {
 	case c.noWait:
-		fmt.Fprintf(c.out, "%s: sent %s to pid %d\n", cmd, sigName(sig), pid)
+		fmt.Fprintf(c.out, "%s: sent %s to pid %d\n", cmd, o.name, pid)
 	case cmd == "restart":
 		for time.Now().Before(deadline) {
 			if np, err := c.readPID(); err == nil && np != pid {
@@ -331,16 +337,9 @@ func (c *ctl) viaSignals(cmd string) error {
 		}
 		return failure{fmt.Errorf("stop: pid %d still running after %s", pid, c.timeout)}
 	default:
-		fmt.Fprintf(c.out, "%s: sent %s to pid %d (use --control to wait for the outcome)\n", cmd, sigName(sig), pid)
+		fmt.Fprintf(c.out, "%s: sent %s to pid %d (use --control to wait for the outcome)\n", cmd, o.name, pid)
 	}
 	return nil
-}
-
-func sigName(s syscall.Signal) string {
-	return map[syscall.Signal]string{
-		syscall.SIGUSR2: "SIGUSR2", syscall.SIGUSR1: "SIGUSR1", syscall.SIGTERM: "SIGTERM",
-		syscall.SIGTTIN: "SIGTTIN", syscall.SIGTTOU: "SIGTTOU",
-	}[s]
 }
 
 // readPID reads the pidfile and checks that its process runs.
