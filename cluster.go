@@ -1,9 +1,6 @@
 package graceful
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // WorkerInfo describes a worker process of a cluster.
 type WorkerInfo struct {
@@ -46,20 +43,6 @@ func (s *Server) OnWorkerBoot(f func()) { s.addHook(&s.bootHooks, f) }
 // shutting down or dying), before it exits. Like OnRestart hooks, they run
 // in order, each bounded by HookTimeout.
 func (s *Server) OnWorkerShutdown(f func()) { s.addHook(&s.workerHooks, f) }
-
-// PhasedRestart replaces the workers of a cluster one at a time, as SIGUSR1
-// does, with the program found now (through Directory if set): for each
-// worker, a new one is started and, once it is ready, the old one drains.
-// It returns nil when every worker has been replaced, or an error, with the
-// old workers still serving, when a new worker failed to boot.
-// It returns ErrNotMaster outside a cluster's master.
-func (s *Server) PhasedRestart() error {
-	r := s.runner()
-	if r == nil {
-		return ErrNotServing
-	}
-	return r.call(context.Background(), reqPhased)
-}
 
 func (s *Server) workerTimeout() time.Duration {
 	return durationOr(s.WorkerTimeout, DefaultWorkerTimeout)

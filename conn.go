@@ -164,3 +164,10 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	}
 	return l.t.add(c), nil
 }
+
+// count returns how many connections are open.
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}

@@ -57,7 +57,7 @@ func (r *runner) openControl(path string) error {
 	mux.HandleFunc("POST /v1/stop", c.post(reqShutdown, 0))
 	mux.HandleFunc("POST /v1/workers/add", c.post(reqResize, +1))
 	mux.HandleFunc("POST /v1/workers/remove", c.post(reqResize, -1))
-	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
 	r.ctl = c
 	go c.srv.Serve(l)
 	return nil

@@ -8,9 +8,28 @@ import (
 	"strings"
 )
 
-// startDir is the working directory the program started in, against which
-// a relative os.Args[0] is resolved.
+// startDir is the working directory the program started in.
 var startDir, _ = os.Getwd()
+
+// baseDir is the directory against which relative paths (os.Args[0],
+// Directory, Control, PIDFile, Unix socket addresses) are resolved: the
+// working directory of the first process of the server, passed on to its
+// successors and workers, which may start elsewhere (in a release
+// directory), so that a path means the same file in every process.
+func baseDir() string {
+	if b := inheritedBase(); b != "" {
+		return b
+	}
+	return startDir
+}
+
+// absPath resolves p against baseDir; "" stays "".
+func absPath(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(baseDir(), p)
+}
 
 // release is what new processes are started from: an executable and the
 // working directory to start it in ("" for this process's own).
@@ -39,11 +58,11 @@ func argv0Path() (string, error) {
 		if filepath.IsAbs(arg0) {
 			return filepath.Clean(arg0), nil
 		}
-		return filepath.Join(startDir, arg0), nil
+		return filepath.Join(baseDir(), arg0), nil
 	default:
 		if p, err := exec.LookPath(arg0); err == nil {
 			if !filepath.IsAbs(p) {
-				p = filepath.Join(startDir, p)
+				p = filepath.Join(baseDir(), p)
 			}
 			return p, nil
 		}
@@ -80,6 +99,11 @@ func exeInDirectory(dir string) (string, error) {
 		bases = append(bases, real)
 	}
 	candidates := []string{exe}
+	if arg0 := os.Args[0]; strings.Contains(arg0, "/") && !filepath.IsAbs(arg0) {
+		// A process started in a release directory finds a path
+		// relative to it there too.
+		candidates = append(candidates, filepath.Join(startDir, arg0))
+	}
 	if real, err := filepath.EvalSymlinks(exe); err == nil {
 		candidates = append(candidates, real)
 	}
@@ -98,31 +122,31 @@ func exeInDirectory(dir string) (string, error) {
 // found through Directory as it resolves at this moment; pin records the
 // resolved release (for workers respawned later) instead of the Directory
 // path (for a new master, which resolves it again itself).
-func (s *Server) resolveRelease(rel string, pin bool) (release, error) {
-	if s.Directory == "" {
+func (r *runner) resolveRelease(pin bool) (release, error) {
+	if r.dir == "" {
 		exe, err := executable()
 		return release{exe: exe}, err
 	}
-	fi, err := os.Stat(s.Directory)
+	fi, err := os.Stat(r.dir)
 	if err != nil {
 		return release{}, fmt.Errorf("release directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return release{}, fmt.Errorf("release directory %s is not a directory", s.Directory)
+		return release{}, fmt.Errorf("release directory %s is not a directory", r.dir)
 	}
-	dir := s.Directory
+	dir := r.dir
 	if pin {
-		if dir, err = filepath.EvalSymlinks(s.Directory); err != nil {
+		if dir, err = filepath.EvalSymlinks(r.dir); err != nil {
 			return release{}, fmt.Errorf("release directory: %w", err)
 		}
 	}
-	r := release{exe: filepath.Join(dir, rel), dir: dir}
-	if err := checkExecutable(r.exe); err != nil {
-		where := s.Directory
-		if real, rerr := filepath.EvalSymlinks(s.Directory); rerr == nil && real != s.Directory {
+	rel := release{exe: filepath.Join(dir, r.exeRel), dir: dir}
+	if err := checkExecutable(rel.exe); err != nil {
+		where := r.dir
+		if real, rerr := filepath.EvalSymlinks(r.dir); rerr == nil && real != r.dir {
 			where += " (now " + real + ")"
 		}
 		return release{}, fmt.Errorf("release directory %s: %w", where, err)
 	}
-	return r, nil
+	return rel, nil
 }

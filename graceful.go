@@ -164,11 +164,19 @@ type Server struct {
 	// Restarts are not delayed. Zero drains at once.
 	ShutdownDelay time.Duration
 
-	mu          sync.Mutex
-	hooks       []func()
-	bootHooks   []func()
-	workerHooks []func()
-	run         *runner // set while serving
+	// NoSignals, if set, leaves signals to the program: the Server
+	// installs no handler, and is restarted and stopped only through its
+	// methods (Restart, PhasedRestart, Shutdown, Close), the control
+	// socket, or the context given to Run. For programs that handle
+	// signals themselves, e.g. with signal.NotifyContext.
+	NoSignals bool
+
+	mu            sync.Mutex
+	hooks         []func()
+	bootHooks     []func()
+	workerHooks   []func()
+	shutdownHooks []func()
+	run           *runner // set while serving
 }
 
 // ListenAndServe listens on addr and serves handler, like
@@ -206,14 +214,37 @@ func exitOnClose(err error) error {
 // http.ErrServerClosed after a hand-over, a SIGTERM or SIGINT drain or a call
 // to Shutdown, or with another error if serving could not start or failed.
 func (s *Server) ListenAndServe() error {
-	return s.start(nil, false, "", "")
+	return s.start(nil, nil, false, "", "")
+}
+
+// Run is ListenAndServe under the control of ctx, for programs that manage
+// their goroutines with contexts (errgroup, signal.NotifyContext): when ctx
+// is done, the server stops as Shutdown stops it, and Run returns nil once
+// drained. It returns http.ErrServerClosed when the server ended
+// otherwise (replaced by a successor, stopped by a signal or a call), so
+// that an errgroup then cancels the program's other goroutines too, and
+// another error if serving could not start or failed.
+func (s *Server) Run(ctx context.Context) error {
+	err := s.start(ctx, nil, false, "", "")
+	if errors.Is(err, http.ErrServerClosed) && ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // ListenAndServeTLS is ListenAndServe with TLS on s.Addr, using the
 // certificate and key files given, or s.TLSConfig if both are empty. Extra
 // servers use TLS when their TLSConfig holds a certificate.
 func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
-	return s.start(nil, true, certFile, keyFile)
+	return s.start(nil, nil, true, certFile, keyFile)
+}
+
+// ServeTLS is Serve with TLS on l, as ListenAndServeTLS.
+func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
+	if l == nil {
+		return errors.New("graceful: ServeTLS: nil listener")
+	}
+	return s.start(nil, l, true, certFile, keyFile)
 }
 
 // Serve serves on l, and on the addresses of s.Extra, until the server is
@@ -224,7 +255,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if l == nil {
 		return errors.New("graceful: Serve: nil listener")
 	}
-	return s.start(l, false, "", "")
+	return s.start(nil, l, false, "", "")
 }
 
 // OnRestart registers f to run in this process when it has been replaced by
@@ -274,6 +305,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return r.call(ctx, reqShutdown)
 }
+
+// Close stops the server at once, as http.Server.Close does: it closes the
+// listeners and every connection, cutting off in-flight requests, kills a
+// successor that is starting (in a cluster, the workers), and returns once
+// they are gone. ListenAndServe then returns http.ErrServerClosed. No hook
+// runs but those of RegisterOnShutdown. Prefer Shutdown.
+func (s *Server) Close() error {
+	r := s.runner()
+	if r == nil {
+		return s.Server.Close()
+	}
+	err := r.call(context.Background(), reqClose)
+	if errors.Is(err, ErrNotServing) {
+		return nil
+	}
+	return err
+}
+
+// RegisterOnShutdown registers f to be called, in a goroutine of its own,
+// when a drain begins: the server is stopping, or has been replaced by a
+// successor. As with http.Server, use it to tell long-lived connections
+// (WebSockets, streams) to close. In a cluster it runs in the workers.
+func (s *Server) RegisterOnShutdown(f func()) { s.addHook(&s.shutdownHooks, f) }
 
 func (s *Server) runner() *runner {
 	s.mu.Lock()

@@ -3,6 +3,7 @@ package graceful
 import (
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -26,6 +27,12 @@ type inheritDesc struct {
 	Stderr    int           // the predecessor's own stderr
 	Listeners []inheritedLn // listening sockets
 	Restarts  int           // hot restarts behind the successor
+	// Base is the directory relative paths of the configuration are
+	// resolved against: the first process's working directory, kept
+	// across restarts that change it (Directory).
+	Base string
+	// StartTimeout is how long, in ms, the child has to become ready.
+	StartTimeout int
 
 	// Set when the process is a worker of a master (PPID).
 	Worker    bool
@@ -50,6 +57,12 @@ func (d *inheritDesc) encode() string {
 	if d.Restarts > 0 {
 		v.Set("n", strconv.Itoa(d.Restarts))
 	}
+	if d.Base != "" {
+		v.Set("wd", d.Base)
+	}
+	if d.StartTimeout > 0 {
+		v.Set("st", strconv.Itoa(d.StartTimeout))
+	}
 	for _, l := range d.Listeners {
 		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
 	}
@@ -70,7 +83,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	for k, vs := range v {
 		switch k {
-		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n":
+		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n", "wd", "st":
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}
@@ -95,6 +108,16 @@ func parseInherit(s string) (*inheritDesc, error) {
 	if v.Has("n") {
 		if d.Restarts, err = positive(v.Get("n"), "n", 1<<30); err != nil {
 			return nil, err
+		}
+	}
+	if v.Has("st") {
+		if d.StartTimeout, err = positive(v.Get("st"), "st", 1<<40); err != nil {
+			return nil, err
+		}
+	}
+	if v.Has("wd") {
+		if d.Base = v.Get("wd"); !filepath.IsAbs(d.Base) {
+			return nil, fmt.Errorf("wd %q is not an absolute path", d.Base)
 		}
 	}
 	if _, ok := v["w"]; ok {

@@ -7,3 +7,7 @@ func loadInheritance() (*inheritance, error) { return nil, nil }
 
 // workerDesc is nil: there are no workers where restarts are not supported.
 func workerDesc() *inheritDesc { return nil }
+
+func inheritedBase() string { return "" }
+
+func (r *runner) stopGraceParent() {}

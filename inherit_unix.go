@@ -69,6 +69,7 @@ type envSnapshot struct {
 	value string
 	set   bool
 	ppid  int
+	base  string // the inherited Base, if any
 }
 
 func takeInheritEnv() envSnapshot {
@@ -83,6 +84,10 @@ func takeInheritEnv() envSnapshot {
 	if d, err := parseInherit(v); err == nil && d.PPID == snap.ppid {
 		for _, fd := range d.fds() {
 			unix.CloseOnExec(fd)
+		}
+		snap.base = d.Base
+		if c := dupFD(d.Ctrl); c >= 0 {
+			go watchStart(d, c)
 		}
 	}
 	return snap
@@ -168,3 +173,6 @@ func checkListenerFD(ln inheritedLn) error {
 	}
 	return nil
 }
+
+// inheritedBase is the Base a predecessor passed, or "".
+func inheritedBase() string { return inheritEnv.base }

@@ -17,6 +17,9 @@ import (
 // whatever network says.
 func Listen(network, addr string) (net.Listener, error) {
 	network, addr = splitAddr(network, addr)
+	if network == "unix" && !strings.HasPrefix(addr, "@") {
+		addr = absPath(addr)
+	}
 	inh, err := inherited()
 	if err != nil {
 		return nil, err
@@ -94,9 +97,10 @@ type inheritance struct {
 
 	graceParent int // a facebookgo/grace predecessor to stop once serving
 
-	mu   sync.Mutex
-	lns  []*inheritedListener
-	keys map[net.Listener]lnKey
+	mu    sync.Mutex
+	lns   []*inheritedListener
+	keys  map[net.Listener]lnKey
+	files map[net.Listener]os.FileInfo // the socket file of a Unix listener, as found when listened on
 }
 
 type inheritedListener struct {
@@ -121,6 +125,7 @@ func inherited() (*inheritance, error) {
 			proc.inh = &inheritance{}
 		}
 		proc.inh.keys = map[net.Listener]lnKey{}
+		proc.inh.files = map[net.Listener]os.FileInfo{}
 	})
 	return proc.inh, proc.err
 }
@@ -134,6 +139,7 @@ func (in *inheritance) claim(network, addr string) net.Listener {
 			if !il.claimed && match(il) {
 				il.claimed = true
 				in.keys[il.l] = lnKey{network, addr}
+				in.noteFile(il.l, network, addr)
 				return il.l
 			}
 		}
@@ -185,7 +191,29 @@ func sameAddr(network, addr string, have net.Addr) bool {
 func (in *inheritance) remember(l net.Listener, network, addr string) {
 	in.mu.Lock()
 	in.keys[l] = lnKey{network, addr}
+	in.noteFile(l, network, addr)
 	in.mu.Unlock()
+}
+
+// noteFile records which file a Unix listener's socket is, so that a final
+// shutdown removes that socket and never a file put in its place.
+func (in *inheritance) noteFile(l net.Listener, network, addr string) {
+	if network != "unix" {
+		return
+	}
+	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		in.files[l] = fi
+	}
+}
+
+// removeSocketFile removes path if it is still the socket file of l.
+func (in *inheritance) removeSocketFile(l net.Listener, path string) {
+	in.mu.Lock()
+	was, ok := in.files[l]
+	in.mu.Unlock()
+	if fi, err := os.Lstat(path); ok && err == nil && os.SameFile(was, fi) {
+		os.Remove(path)
+	}
 }
 
 // keyOf returns the address l was asked for, or its own address for a

@@ -1,14 +1,29 @@
 package graceful
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"time"
 )
 
-// hotRestart is a hot restart under way: the successor starting and the
-// Restart calls waiting for the outcome. It belongs to the goroutine of a
-// run's loop, single mode's or a master's, and is only touched there.
+// A hot restart, both sides. The old process starts a successor from the
+// program found now (spawn), passing it the listening sockets and one end
+// of a socket pair; the successor opens its listeners from them, installs
+// its signal handlers and writes "ready"; the old process writes the
+// pidfile, says MAINPID to the service manager and answers "go"; only then
+// does the successor accept, and the old process drains. A successor that
+// exits, or is not ready within StartTimeout, is killed before "go": it has
+// accepted nothing, so nothing is lost, and the old process serves on.
+//
+// hotRestart is the old side's record of one restart under way: the
+// successor starting and the Restart calls waiting on it. It belongs to the
+// loop goroutine of its process, single mode's or a master's.
 type hotRestart struct {
 	r       *runner
 	succ    *successor   // nil when no restart is under way
@@ -21,9 +36,7 @@ func (h *hotRestart) begin(by string, done chan error) {
 	log := h.r.log
 	if h.succ != nil {
 		log.Warn("graceful: restart ignored: a restart is already in progress", "by", by, "successor", h.succ.pid())
-		if done != nil {
-			done <- ErrRestartInProgress
-		}
+		answer(done, ErrRestartInProgress)
 		return
 	}
 	log.Info("graceful: restart requested", "by", by)
@@ -33,18 +46,14 @@ func (h *hotRestart) begin(by string, done chan error) {
 		// exits, the kernel kills every process of its PID namespace.
 		err := errors.New("graceful: restart refused: this process is PID 1 (a container's init), and its exit after the hand-over would end the container; run with Workers and use a phased restart (SIGUSR1), which keeps the master")
 		h.failed(err)
-		if done != nil {
-			done <- err
-		}
+		answer(done, err)
 		return
 	}
 	h.r.notify.reloading()
 	succ, err := h.r.startSuccessor()
 	if err != nil {
 		h.failed(err)
-		if done != nil {
-			done <- err
-		}
+		answer(done, err)
 		return
 	}
 	log.Info("graceful: successor started", "successor", succ.pid(), "exe", succ.exe())
@@ -90,14 +99,6 @@ func (h *hotRestart) failed(err error) {
 	h.r.notify.ready("restart failed: " + err.Error())
 }
 
-// state names the restart state for a Status.
-func (h *hotRestart) state() string {
-	if h.succ != nil {
-		return "restarting"
-	}
-	return "serving"
-}
-
 // abort kills a successor that is starting, if any.
 func (h *hotRestart) abort(why string) {
 	if h.succ == nil {
@@ -116,4 +117,379 @@ func (h *hotRestart) answer(err error) {
 		w <- err
 	}
 	h.waiters = nil
+}
+
+// answer sends err to done, a buffered reply channel, if there is one.
+func answer(done chan error, err error) {
+	if done != nil {
+		done <- err
+	}
+}
+
+// successor is a process this one started, a successor taking over or a
+// worker of this master, from its start until it exits.
+type successor struct {
+	cmd    *exec.Cmd
+	ctrl   *os.File
+	br     *bufio.Reader // reads ctrl
+	rel    release       // what it was started from
+	role   string        // "successor" or "worker", for messages
+	result chan error    // one value: nil when ready, else why it failed
+	exited chan struct{} // closed once the process is reaped
+	copied chan struct{} // closed once its captured stderr reached EOF
+	tail   *tail
+	err    error // the process's exit, valid once exited is closed
+}
+
+func (s *successor) pid() int { return s.cmd.Process.Pid }
+
+func (s *successor) exe() string { return s.rel.exe }
+
+// spawnSpec says what process to start.
+type spawnSpec struct {
+	rel     release
+	timeout time.Duration // to become ready
+	worker  *inheritDesc  // worker fields, for a worker of this master
+}
+
+// startSuccessor starts a new process of the program to take over from
+// this one.
+func (r *runner) startSuccessor() (*successor, error) {
+	rel, err := r.resolveRelease(false)
+	if err != nil {
+		return nil, fmt.Errorf("graceful: restart: %w", err)
+	}
+	return r.spawn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
+}
+
+// spawn starts a new process of the program with the same arguments and
+// environment, and the listeners.
+func (r *runner) spawn(sp spawnSpec) (*successor, error) {
+	if !restartSupported {
+		return nil, ErrNotSupported
+	}
+	ours, theirs, err := socketpair()
+	if err != nil {
+		return nil, fmt.Errorf("graceful: restart: socketpair: %w", err)
+	}
+	defer theirs.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("graceful: restart: pipe: %w", err)
+	}
+	defer errW.Close()
+
+	desc := inheritDesc{PPID: os.Getpid(), Base: baseDir(), StartTimeout: int(sp.timeout / time.Millisecond)}
+	role := "successor"
+	// A worker never speaks to the service manager; a successor does, and
+	// its watchdog is its own.
+	drop := []string{envInherit, "WATCHDOG_PID"}
+	if sp.worker != nil {
+		desc.Worker, desc.WorkerID, desc.Gen, desc.Heartbeat = true, sp.worker.WorkerID, sp.worker.Gen, sp.worker.Heartbeat
+		role = "worker"
+		drop = append(drop, "NOTIFY_SOCKET", "WATCHDOG_USEC")
+	} else if r.inh != nil && r.inh.desc != nil {
+		desc.Restarts = r.inh.desc.Restarts + 1
+	} else {
+		desc.Restarts = 1
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	fail := func(err error) (*successor, error) {
+		ours.Close()
+		errR.Close()
+		return nil, fmt.Errorf("graceful: restart: %w", err)
+	}
+	pass := func(l net.Listener, key lnKey) error {
+		f, err := dupListener(l)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.Addr(), err)
+		}
+		files = append(files, f)
+		desc.Listeners = append(desc.Listeners, inheritedLn{FD: 3 + len(files) - 1, Network: key.network, Addr: key.addr})
+		return nil
+	}
+	for _, sv := range r.served {
+		if err := pass(sv.l, sv.key); err != nil {
+			return fail(err)
+		}
+	}
+	if r.ctl != nil && sp.worker == nil {
+		if err := pass(r.ctl.l, r.ctl.key); err != nil {
+			return fail(err)
+		}
+	}
+	desc.Ctrl = 3 + len(files)
+	desc.Stderr = desc.Ctrl + 1
+
+	cmd := exec.Command(sp.rel.exe, os.Args[1:]...)
+	cmd.Args[0] = os.Args[0]
+	add := []string{envInherit + "=" + desc.encode()}
+	if sp.rel.dir != "" {
+		cmd.Dir = sp.rel.dir
+		drop, add = append(drop, "PWD"), append(add, "PWD="+sp.rel.dir)
+	}
+	cmd.Env = append(environWithout(drop...), add...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
+	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, r.realStderr())
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
+	}
+	s := &successor{
+		cmd:    cmd,
+		ctrl:   ours,
+		br:     bufio.NewReader(ours),
+		result: make(chan error, 1),
+		exited: make(chan struct{}),
+		copied: make(chan struct{}),
+		tail:   &tail{},
+		rel:    sp.rel,
+		role:   role,
+	}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.exited)
+	}()
+	go s.copyStderr(errR)
+	go s.watch(sp.timeout)
+	return s, nil
+}
+
+// copyStderr passes on what the successor writes to stderr while it starts,
+// keeping the last lines for an error report, until the successor takes
+// over the real stderr.
+func (s *successor) copyStderr(r *os.File) {
+	defer close(s.copied)
+	defer r.Close()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			os.Stderr.Write(buf[:n])
+			s.tail.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// watch sends the outcome of the start to s.result.
+func (s *successor) watch(timeout time.Duration) {
+	ready := make(chan error, 1)
+	go func() {
+		line, err := s.br.ReadString('\n')
+		if err == nil {
+			var m message
+			if m, err = parseMessage(line); err == nil && m.kind != msgReady {
+				err = fmt.Errorf("unexpected message %q", line)
+			}
+		}
+		ready <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var fail error
+	select {
+	case err := <-ready:
+		if err == nil {
+			s.result <- nil
+			return
+		}
+		// The control socket closed without "ready": the process is
+		// exiting, or has closed it and hangs.
+		select {
+		case <-s.exited:
+			fail = s.exitReport()
+		case <-timer.C:
+			s.kill()
+			fail = fmt.Errorf("%s %d closed its control socket (%v) and was killed", s.role, s.pid(), err)
+		}
+	case <-s.exited:
+		fail = s.exitReport()
+	case <-timer.C:
+		s.kill()
+		fail = fmt.Errorf("%s %d was not ready within %s and was killed%s", s.role, s.pid(), timeout, s.output())
+	}
+	s.ctrl.Close()
+	s.result <- fail
+}
+
+func (s *successor) exitReport() error {
+	return fmt.Errorf("%s %d exited during start-up: %s%s", s.role, s.pid(), exitStatus(s.err), s.output())
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// output returns the last lines the successor wrote to stderr, waiting a
+// moment for the copy to catch up.
+func (s *successor) output() string {
+	select {
+	case <-s.copied:
+	case <-time.After(500 * time.Millisecond):
+	}
+	if t := s.tail.last(5); t != "" {
+		return "; last output: " + t
+	}
+	return ""
+}
+
+func (s *successor) kill() {
+	s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// abort kills a successor that has not been told to go.
+func (s *successor) abort() {
+	s.ctrl.Close()
+	s.kill()
+}
+
+// tell sends a message to the process on the other end of the control
+// socket. If it fails, the process is exiting; its exit is reported.
+func (s *successor) tell(m msgKind) error {
+	_, err := s.ctrl.Write([]byte(message{kind: m}.String() + "\n"))
+	return err
+}
+
+// handOver writes the pidfile for the successor and tells it to go.
+func (r *runner) handOver(s *successor) error {
+	if r.pidFile != "" {
+		if err := writePIDFile(r.pidFile, s.pid()); err != nil {
+			s.abort()
+			return fmt.Errorf("graceful: restart: %w", err)
+		}
+	}
+	r.notify.mainPID(s.pid())
+	err := s.tell(msgGo)
+	s.ctrl.Close()
+	if err != nil {
+		if r.pidFile != "" {
+			writePIDFile(r.pidFile, os.Getpid())
+		}
+		r.notify.mainPID(os.Getpid())
+		s.kill()
+		return fmt.Errorf("graceful: restart: successor %d went away before the hand-over: %w%s", s.pid(), err, s.output())
+	}
+	r.log.Info("graceful: successor ready", "successor", s.pid())
+	return nil
+}
+
+// release waits, briefly, for the successor's captured stderr to be passed
+// on in full before this process exits.
+func (s *successor) release() {
+	select {
+	case <-s.copied:
+	case <-time.After(time.Second):
+	}
+}
+
+// handshaking is set once this process, a successor or a worker, has begun
+// its side of the hand-over: from then on the start watch is over.
+var handshaking atomic.Bool
+
+// handshake is the new side of the hand-over: it reports ready to the
+// process that started this one, waits for "go", then takes over the real
+// stderr. It returns the control socket and its reader, for a worker to
+// keep. A successor whose predecessor died during the hand-over holds the
+// sockets alone: it serves, and orphaned says so.
+func (r *runner) handshake() (ctrl *os.File, br *bufio.Reader, orphaned bool, err error) {
+	in := r.inh
+	ctrl, in.ctrl = in.ctrl, nil
+	ppid := in.desc.PPID
+	handshaking.Store(true)
+	_, err = ctrl.Write([]byte(message{kind: msgReady, pid: os.Getpid()}.String() + "\n"))
+	br = bufio.NewReader(ctrl)
+	if err == nil {
+		var line string
+		if line, err = br.ReadString('\n'); err == nil {
+			if m, perr := parseMessage(line); perr != nil || m.kind != msgGo {
+				err = fmt.Errorf("unexpected message %q", line)
+			}
+		}
+	}
+	if err != nil {
+		if in.desc.Worker || !parentDied(ppid) {
+			ctrl.Close()
+			return nil, nil, false, fmt.Errorf("graceful: process %d withdrew the hand-over (%v)", ppid, err)
+		}
+		r.log.Warn("graceful: the process that started this one died during the hand-over; serving on the sockets it passed", "predecessor", ppid)
+		orphaned = true
+	}
+	if in.errfd != nil {
+		if err := dup2(int(in.errfd.Fd()), 2); err != nil {
+			r.log.Warn("graceful: could not take over stderr", "err", err)
+		}
+		in.errfd.Close()
+		in.errfd = nil
+	}
+	return ctrl, br, orphaned, nil
+}
+
+// parentDied reports whether the process that started this one, ppid, has
+// died: its end of the control socket closes before the kernel gives this
+// process a new parent, so wait a moment for that.
+func parentDied(ppid int) bool {
+	for i := 0; i < 50; i++ {
+		if os.Getppid() != ppid {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+// watchStart runs, from package initialisation, in a process started as a
+// successor or a worker, until its hand-over begins. Such a process must
+// not outlive a start that failed: one not ready within the start timeout
+// its parent gave it exits, as it would have been killed; a worker whose
+// master died exits at once. ctrl is a duplicate of the control socket,
+// closed on return.
+func watchStart(d *inheritDesc, ctrl int) {
+	defer closeFD(ctrl)
+	deadline := time.Now().Add(time.Duration(d.StartTimeout) * time.Millisecond)
+	for !handshaking.Load() {
+		if d.StartTimeout > 0 && time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "graceful: not ready within the start timeout (%dms) that process %d gave; exiting\n", d.StartTimeout, d.PPID)
+			os.Exit(1)
+		}
+		if peerClosed(ctrl, 100*time.Millisecond) && d.Worker && !handshaking.Load() {
+			fmt.Fprintf(os.Stderr, "graceful: master %d went away before worker %d was ready; exiting\n", d.PPID, d.WorkerID)
+			os.Exit(1)
+		}
+	}
+}
+
+// realStderr is the stderr a new process should end up with: this
+// process's, or, before this process's own hand-over, the one it will take
+// over then (its fd 2 is still a pipe to its predecessor, which goes away).
+func (r *runner) realStderr() *os.File {
+	if r.inh != nil && r.inh.errfd != nil {
+		return r.inh.errfd
+	}
+	return os.Stderr
+}
+
+func environWithout(names ...string) []string {
+	var env []string
+next:
+	for _, kv := range os.Environ() {
+		for _, name := range names {
+			if strings.HasPrefix(kv, name+"=") {
+				continue next
+			}
+		}
+		env = append(env, kv)
+	}
+	return env
 }

@@ -9,21 +9,27 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// runner is one serving run of a Server. Its loop goroutine owns the
-// restart state (serving, successor starting, draining); signals, Restart
-// and Shutdown reach it over channels, so a request that arrives in the
-// middle of a restart is answered by the state it finds, not by a lock.
+// runner is one serving run of a Server. In single mode and in a worker,
+// its loop goroutine owns the state of the process: serving (with perhaps
+// a successor starting), delaying (a stop under way: not ready, serving for
+// ShutdownDelay) and draining (no longer accepting). Signals, calls such as
+// Restart and Shutdown, control requests, the master's orders, the
+// watchdog and the drain's timers all reach it in that one loop, so each
+// is answered by the state it finds. A cluster's master has a loop of its
+// own (master.go).
 type runner struct {
 	s      *Server
 	log    *slog.Logger
 	inh    *inheritance
 	track  *tracker
 	exeRel string // the executable's path inside Directory
+
+	// Paths of the configuration, resolved once at start.
+	dir, control, pidFile string
 
 	served   []*served
 	ctl      *control // the control socket, if Control is set
@@ -43,7 +49,28 @@ type runner struct {
 	serving  int // Serve calls that have not returned
 	sigs     chan os.Signal
 	finished chan struct{}
+	ctxDone  <-chan struct{} // Run's context
+
+	// The loop's state.
+	state   runState
+	stops   int           // stop signals received since the stop began
+	delay   *time.Timer   // ShutdownDelay, while delaying
+	drain   *drainer      // while draining
+	hot     hotRestart    // a successor starting
+	retired *successor    // the successor that took over, when retiring
+	waiters []chan error  // Shutdown calls waiting for the end
+	fail    error         // why serving failed, if it did
+	link    *masterLink   // a worker's link to its master
+	hooks   []*[]func()   // hook lists to run once drained
 }
+
+type runState int
+
+const (
+	stateServing  runState = iota
+	stateDelaying          // stopping: not ready, serving on for ShutdownDelay
+	stateDraining          // not accepting; connections finishing
+)
 
 // served is one listener and the server that serves it.
 type served struct {
@@ -60,6 +87,7 @@ type reqKind int
 const (
 	reqRestart reqKind = iota
 	reqShutdown
+	reqClose
 	reqPhased
 	reqStatus
 	reqResize
@@ -74,7 +102,7 @@ type request struct {
 
 // start listens, tells a predecessor it is ready (or writes the pidfile),
 // serves, and runs the loop until the server is replaced or stopped.
-func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) error {
+func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFile, keyFile string) error {
 	if s.Server == nil {
 		return errors.New("graceful: Server.Server is nil")
 	}
@@ -92,6 +120,13 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 		sigs:     make(chan os.Signal, 4),
 		finished: make(chan struct{}),
 		started:  time.Now(),
+		dir:      absPath(s.Directory),
+		control:  absPath(s.Control),
+		pidFile:  absPath(s.PIDFile),
+	}
+	r.hot.r = r
+	if ctx != nil {
+		r.ctxDone = ctx.Done()
 	}
 	s.run = r
 	s.mu.Unlock()
@@ -108,64 +143,87 @@ func (s *Server) start(l net.Listener, useTLS bool, certFile, keyFile string) er
 	}
 	r.inh = inh
 	if inh.stale != "" {
-		r.log.Warn("graceful: " + inh.stale)
+		r.log.Warn("graceful: ignored the inherited environment", "reason", inh.stale)
 	}
-	if err := r.listen(l, useTLS, certFile, keyFile); err != nil {
+	fail := func(err error) error {
 		r.closeListeners()
+		r.ctl.close()
 		return err
 	}
-	if s.Control != "" && !r.worker() {
-		if err := r.openControl(s.Control); err != nil {
-			r.closeListeners()
-			return err
+	if err := r.listen(l, useTLS, certFile, keyFile); err != nil {
+		return fail(err)
+	}
+	if r.control != "" && !r.worker() {
+		if err := r.openControl(r.control); err != nil {
+			return fail(err)
 		}
-		defer r.ctl.close()
 	}
 	for _, a := range inh.closeUnclaimed() {
 		r.log.Info("graceful: closed an inherited listener no server asked for", "addr", a)
 	}
-	if inh.desc != nil && inh.desc.Worker {
-		notifyWorkerSignals(r.sigs)
+	if r.worker() {
+		r.handleSignals(notifyWorkerSignals)
 		defer stopSignals(r.sigs)
 		return r.runWorker()
 	}
 	r.notify = newNotifier(r.log)
-	if s.Directory != "" {
-		if r.exeRel, err = exeInDirectory(s.Directory); err != nil {
-			r.closeListeners()
-			return fmt.Errorf("graceful: Directory: %w", err)
+	defer r.notify.stopPings()
+	if r.dir != "" {
+		if r.exeRel, err = exeInDirectory(r.dir); err != nil {
+			return fail(fmt.Errorf("graceful: Directory: %w", err))
 		}
 	}
 	if s.Workers > 0 && clusterSupported {
-		notifyMasterSignals(r.sigs)
+		r.handleSignals(notifyMasterSignals)
 		defer stopSignals(r.sigs)
-		err := r.runMaster()
-		if err != nil {
-			r.closeListeners()
-		}
-		return err
+		return r.runMaster()
 	}
 	if s.Workers > 0 {
 		r.log.Warn("graceful: workers need Unix; serving in single mode", "workers", s.Workers)
 	}
-	notifySignals(r.sigs)
+	r.handleSignals(notifySignals)
 	defer stopSignals(r.sigs)
-
-	if inh.ctrl != nil {
-		if err := r.confirmReady(); err != nil {
-			r.closeListeners()
-			return err
-		}
-	} else if s.PIDFile != "" {
-		if err := writePIDFile(s.PIDFile, os.Getpid()); err != nil {
-			r.closeListeners()
-			return err
-		}
+	if err := r.takeOver(); err != nil {
+		return fail(err)
 	}
 	r.serve()
 	r.notify.ready("")
 	r.stopGraceParent()
 	return r.loop()
+}
+
+// handleSignals routes the role's signals to the loop, unless the program
+// keeps signals to itself.
+func (r *runner) handleSignals(notify func(chan os.Signal)) {
+	if !r.s.NoSignals {
+		notify(r.sigs)
+	}
+}
+
+// takeOver is a new process's side of the hand-over, or the first
+// process's pidfile.
+func (r *runner) takeOver() error {
+	if r.inh.ctrl == nil {
+		if r.pidFile == "" {
+			return nil
+		}
+		return writePIDFile(r.pidFile, os.Getpid())
+	}
+	ctrl, _, orphaned, err := r.handshake()
+	if err != nil {
+		return err
+	}
+	ctrl.Close()
+	if orphaned {
+		// The predecessor died before it could name this process.
+		if r.pidFile != "" {
+			if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
+				r.log.Error("graceful: pidfile", "err", err)
+			}
+		}
+		r.notify.mainPID(os.Getpid())
+	}
+	return nil
 }
 
 // listen obtains a listener for the main server and for each Extra one.
@@ -305,16 +363,6 @@ func (r *runner) addrs() []string {
 // worker reports whether this run is a worker of a cluster.
 func (r *runner) worker() bool { return r.inh != nil && r.inh.desc != nil && r.inh.desc.Worker }
 
-// removeSocketFiles removes the files of Unix socket listeners, once no
-// process will listen on them again.
-func (r *runner) removeSocketFiles() {
-	for _, l := range r.listeners() {
-		if ua, ok := l.Addr().(*net.UnixAddr); ok && !strings.HasPrefix(ua.Name, "@") {
-			os.Remove(ua.Name)
-		}
-	}
-}
-
 // call hands a request to the loop and waits for its answer.
 func (r *runner) call(ctx context.Context, kind reqKind) error {
 	req := request{kind: kind, done: make(chan error, 1)}
@@ -346,199 +394,169 @@ func (r *runner) await(ctx context.Context, req request) error {
 	}
 }
 
-// loop owns the restart state until the run ends.
+// loop is the state machine of a single-mode process or a worker. It
+// returns once the drain is over.
 func (r *runner) loop() error {
-	hot := &hotRestart{r: r}
 	for {
+		if r.state == stateDraining && r.drain.over {
+			return r.end()
+		}
 		select {
 		case sig := <-r.sigs:
-			if isRestartSignal(sig) {
-				hot.begin(sig.String(), nil)
-				continue
-			}
-			hot.abort("received " + sig.String())
-			return r.stop(nil, sig.String())
+			r.signal(sig)
 		case req := <-r.reqs:
-			switch req.kind {
-			case reqRestart:
-				hot.begin("Restart", req.done)
-			case reqShutdown:
-				hot.abort("Shutdown called")
-				return r.stop(req.done, "Shutdown")
-			case reqPhased, reqResize:
-				req.done <- ErrNotMaster
-			case reqStatus:
-				req.status <- r.snapshot(hot.state())
-			}
+			r.request(req)
 		case <-r.notify.watchdog():
 			r.notify.ping()
-		case err := <-hot.result():
-			if succ := hot.settle(err); succ != nil {
-				return r.retire(succ)
+		case <-r.ctxDone:
+			r.ctxDone = nil
+			r.stop("context done", false)
+		case err := <-r.hot.result():
+			if succ := r.hot.settle(err); succ != nil {
+				r.retired = succ
+				r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
+				r.hooks = append(r.hooks, &r.s.hooks)
+				r.startDrain(false)
 			}
 		case err := <-r.serveErr:
 			r.serving--
-			r.log.Error("graceful: serving failed", "err", err)
-			hot.abort("serving failed")
-			r.stop(nil, "serving failed")
-			return err
+			if r.state != stateDraining {
+				r.log.Error("graceful: serving failed", "err", err)
+				r.fail = err
+				r.stop("serving failed", true)
+			}
+		case <-timerC(r.delay):
+			r.delay = nil
+			r.startDrain(true)
+		case <-r.drain.tick():
+			r.drain.sweep()
+		case <-r.drain.deadline():
+			r.drain.expire()
+		case m, ok := <-r.link.orders():
+			r.order(m, ok)
+		case <-r.link.beats():
+			r.link.beat(r)
 		}
 	}
 }
 
-// stop drains for good: no successor takes over.
-func (r *runner) stop(done chan error, why string) error {
+// signal handles a signal in the state it finds.
+func (r *runner) signal(sig os.Signal) {
+	switch {
+	case r.worker():
+		// A worker's life is its master's to decide: a stop signal sent to
+		// the whole process group, as systemd and Ctrl-C do, must not cut
+		// the requests it is serving.
+		r.log.Info("graceful: signal ignored by a worker; signal the master", "signal", sig.String(), "master", r.inh.desc.PPID)
+	case isRestartSignal(sig):
+		if r.state != stateServing {
+			r.log.Warn("graceful: signal ignored: stopping", "signal", sig.String())
+			return
+		}
+		r.hot.begin(sig.String(), nil)
+	default:
+		r.stops++
+		switch {
+		case r.state == stateServing:
+			r.stop("received "+sig.String(), false)
+		case r.state == stateDelaying:
+			r.log.Warn("graceful: second stop signal; draining now", "signal", sig.String())
+			r.delay.Stop()
+			r.delay = nil
+			r.startDrain(true)
+		case r.stops >= 2:
+			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String())
+			r.drain.force()
+		default:
+			r.log.Warn("graceful: stop signal during the drain: the drain finishes; send it again to cut it short", "signal", sig.String())
+		}
+	}
+}
+
+// request answers a call or control request in the state it finds.
+func (r *runner) request(req request) {
+	switch req.kind {
+	case reqStatus:
+		req.status <- r.snapshot(r.stateName())
+	case reqShutdown:
+		r.waiters = append(r.waiters, req.done)
+		if r.state == stateServing {
+			r.stop("Shutdown called", false)
+		}
+	case reqClose:
+		r.waiters = append(r.waiters, req.done)
+		if r.state != stateDraining {
+			r.stop("Close called", true)
+		}
+		r.drain.force()
+	case reqRestart:
+		switch {
+		case r.worker():
+			req.done <- ErrNotMaster
+		case r.state != stateServing:
+			req.done <- ErrDraining
+		default:
+			r.hot.begin("Restart", req.done)
+		}
+	default:
+		req.done <- ErrNotMaster
+	}
+}
+
+func (r *runner) stateName() string {
+	switch {
+	case r.state == stateDelaying:
+		return "stopping"
+	case r.state == stateDraining:
+		return "draining"
+	case r.hot.succ != nil:
+		return "restarting"
+	}
+	return "serving"
+}
+
+// stop begins a stop for good: no successor takes over. now skips
+// ShutdownDelay.
+func (r *runner) stop(why string, now bool) {
+	r.hot.abort(why)
 	r.log.Info("graceful: shutting down", "reason", why, "pid", os.Getpid())
-	r.notify.stopping()
-	waiters := r.delayStop()
-	waiters = append(waiters, r.drain(true)...)
-	if r.s.PIDFile != "" {
-		removePIDFile(r.s.PIDFile, os.Getpid())
-	}
-	r.log.Info("graceful: stopped", "pid", os.Getpid())
-	if done != nil {
-		done <- nil
-	}
-	for _, w := range waiters {
-		w <- nil
-	}
-	return http.ErrServerClosed
-}
-
-// retire drains after a successor took over, then runs the hooks.
-func (r *runner) retire(succ *successor) error {
-	r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
-	waiters := r.drain(false)
-	r.runServerHooks(&r.s.hooks)
-	succ.release()
-	r.log.Info("graceful: retired", "pid", os.Getpid())
-	for _, w := range waiters {
-		w <- nil
-	}
-	return http.ErrServerClosed
-}
-
-// delayStop marks the server not ready and, for ShutdownDelay, serves on
-// so that load balancers notice. A second stop signal ends the delay. It
-// returns the Shutdown calls that arrived meanwhile.
-func (r *runner) delayStop() []chan error {
 	r.stopping.Store(true)
-	delay := r.s.ShutdownDelay
-	if delay <= 0 {
+	r.notify.stopping()
+	if d := r.s.ShutdownDelay; d > 0 && !now {
+		r.log.Info("graceful: not ready; serving on before the drain", "delay", d)
+		r.state, r.delay = stateDelaying, time.NewTimer(d)
+		return
+	}
+	r.startDrain(true)
+}
+
+// end finishes the run once drained: hooks, pidfile, answers.
+func (r *runner) end() error {
+	r.runServerHooks(r.hooks...)
+	if r.retired != nil {
+		r.retired.release()
+		r.log.Info("graceful: retired", "pid", os.Getpid())
+	} else {
+		if r.pidFile != "" && !r.worker() {
+			removePIDFile(r.pidFile, os.Getpid())
+		}
+		r.log.Info("graceful: stopped", "pid", os.Getpid())
+	}
+	r.link.close(r)
+	for _, w := range r.waiters {
+		w <- nil
+	}
+	r.ctl.close()
+	if r.fail != nil {
+		return r.fail
+	}
+	return http.ErrServerClosed
+}
+
+// timerC is t's channel, or nil, which never fires, for no timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
 		return nil
 	}
-	r.log.Info("graceful: not ready; serving on before the drain", "delay", delay)
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	var waiters []chan error
-	for {
-		select {
-		case <-timer.C:
-			return waiters
-		case sig := <-r.sigs:
-			if !isRestartSignal(sig) && !r.worker() {
-				r.log.Warn("graceful: second stop signal; draining now", "signal", sig.String())
-				return waiters
-			}
-			r.log.Warn("graceful: signal ignored: stopping", "signal", sig.String())
-		case req := <-r.reqs:
-			waiters = whileStopping(req, waiters, func() *Status { return r.snapshot("stopping") })
-		case <-r.notify.watchdog():
-			r.notify.ping()
-		}
-	}
-}
-
-// whileStopping answers a request that arrives while the server stops:
-// a Shutdown call joins the waiters, which it returns; a status request
-// gets status(); anything else is refused.
-func whileStopping(req request, waiters []chan error, status func() *Status) []chan error {
-	switch req.kind {
-	case reqShutdown:
-		return append(waiters, req.done)
-	case reqStatus:
-		req.status <- status()
-	default:
-		req.done <- ErrDraining
-	}
-	return waiters
-}
-
-// drainTick is how often the drain looks at its connections.
-const drainTick = 10 * time.Millisecond
-
-// drain stops accepting, lets every connection finish, and returns the
-// Shutdown calls that arrived meanwhile. final says no successor holds the
-// listening sockets, so Unix socket files are removed.
-func (r *runner) drain(final bool) []chan error {
-	r.draining.Store(true)
-	close(r.drainCh)
-	r.closeListeners()
-	if final {
-		r.removeSocketFiles()
-	}
-	timeout := durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout)
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	// Until every Serve has returned, its accept loop may hold a connection
-	// that the kernel handed it just before the close and that the tracker
-	// does not know yet: counting connections before then could end the
-	// drain with that one unserved.
-	expired := false
-	for ; r.serving > 0 && !expired; r.serving-- {
-		select {
-		case <-r.serveErr:
-		case <-deadline.C:
-			r.log.Warn("graceful: a listener did not stop accepting within the drain timeout")
-			expired = true
-		}
-	}
-	tick := time.NewTicker(drainTick)
-	defer tick.Stop()
-	grace := int64(durationOr(r.s.DrainIdleTimeout, DefaultDrainIdleTimeout) / drainTick)
-	marks := map[*trackedConn]idleMark{}
-	var waiters []chan error
-	start := time.Now()
-	for i := int64(0); ; i++ {
-		n := r.track.sweep(marks, i, grace)
-		if n == 0 {
-			break
-		}
-		if expired {
-			r.track.closeAll()
-			break
-		}
-		forced := false
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			r.log.Warn("graceful: drain timed out; closing the remaining connections", "timeout", timeout, "connections", n)
-			forced = true
-		case sig := <-r.sigs:
-			if isRestartSignal(sig) || r.worker() {
-				// A worker's drain is the master's to cut short: a
-				// SIGTERM sent to the whole process group, as systemd
-				// does, must not cut the requests it is finishing.
-				r.log.Warn("graceful: signal ignored: draining", "signal", sig.String())
-				continue
-			}
-			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String(), "connections", n)
-			forced = true
-		case req := <-r.reqs:
-			waiters = whileStopping(req, waiters, func() *Status { return r.snapshot("draining") })
-		}
-		if forced {
-			r.track.closeAll()
-			break
-		}
-	}
-	for _, sv := range r.served {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if err := sv.srv.Shutdown(ctx); err != nil {
-			sv.srv.Close()
-		}
-		cancel()
-	}
-	r.log.Info("graceful: drained", "pid", os.Getpid(), "took", time.Since(start).Round(time.Millisecond))
-	return waiters
+	return t.C
 }

@@ -21,3 +21,6 @@ const clusterSupported = false
 func stopSignals(c chan os.Signal) { signal.Stop(c) }
 
 func isRestartSignal(os.Signal) bool { return false }
+
+// A master's other signals do not exist here.
+var sigRestart, sigPhased, sigMore, sigFewer os.Signal

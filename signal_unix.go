@@ -34,3 +34,11 @@ const clusterSupported = true
 func stopSignals(c chan os.Signal) { signal.Stop(c) }
 
 func isRestartSignal(s os.Signal) bool { return s == syscall.SIGUSR2 }
+
+// The signals a master answers besides the stop signals.
+var (
+	sigRestart os.Signal = syscall.SIGUSR2 // the whole tree
+	sigPhased  os.Signal = syscall.SIGUSR1 // the workers, one at a time
+	sigMore    os.Signal = syscall.SIGTTIN // one worker more
+	sigFewer   os.Signal = syscall.SIGTTOU // one worker fewer
+)

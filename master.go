@@ -1,0 +1,620 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"time"
+)
+
+// The master of a cluster holds the listening sockets and supervises the
+// workers; it serves nothing itself. Its loop (master.loop) owns every
+// field of master: the workers, a phase under way (phased.go), a hot
+// restart of the whole tree (restart.go), and the stop.
+
+// A worker's life as the master sees it.
+type wstate int
+
+const (
+	wBooting  wstate = iota // started, not ready
+	wReady                  // serving (or ready and waiting for go)
+	wDraining               // told to drain
+)
+
+func (s wstate) String() string {
+	return [...]string{wBooting: "booting", wReady: "ready", wDraining: "draining"}[s]
+}
+
+// worker is the master's record of one worker process.
+type worker struct {
+	id, gen  int
+	p        *successor
+	state    wstate
+	goSent   bool
+	started  time.Time
+	lastBeat time.Time
+	drainAt  time.Time
+	inflight int64  // as of the last heartbeat
+	total    uint64 // as of the last heartbeat
+}
+
+type evKind int
+
+const (
+	evReady evKind = iota
+	evBootFailed
+	evBeat
+	evExit
+)
+
+type masterEvent struct {
+	w        *worker
+	kind     evKind
+	err      error
+	inflight int64  // evBeat
+	total    uint64 // evBeat
+}
+
+// How a master's run ends.
+type stopKind int
+
+const (
+	notStopping stopKind = iota
+	stopFinal            // for good: workers get ShutdownDelay, files are removed
+	stopReplaced         // a new master took over: hooks run, files stay
+	stopAbandon          // a new master whose workers could not boot: files stay
+)
+
+type master struct {
+	r        *runner
+	n        int     // workers wanted
+	gen      int     // the generation of the last completed phase
+	begun    int     // phases begun: the generation of the next is begun+1
+	rel      release // what respawned and added workers run: the last completed phase's
+	slots    map[int]*worker
+	draining map[*worker]bool
+	events   chan masterEvent
+	crashes  map[int]int
+	respawn  map[int]time.Time
+	phase    *phase
+	hot      hotRestart
+	canGo    bool   // workers may accept: false in a new master until its predecessor says go
+	booted   bool   // every slot has had a ready worker
+	retired  uint64 // requests served by workers that have exited
+
+	stopping stopKind
+	stops    int         // stop signals since the stop began
+	limit    *time.Timer // the stop's bound
+	killed   bool
+	waiters  []chan error
+	fatal    error
+	succ     *successor // the new master, after a hot restart
+}
+
+// runMaster runs the master of a cluster until it is replaced or stopped.
+func (r *runner) runMaster() error {
+	rel, err := r.resolveRelease(true)
+	if err != nil {
+		r.closeListeners()
+		r.ctl.close()
+		return fmt.Errorf("graceful: starting workers: %w", err)
+	}
+	m := &master{
+		r: r, n: r.s.Workers, rel: rel,
+		slots:    map[int]*worker{},
+		draining: map[*worker]bool{},
+		events:   make(chan masterEvent, 16),
+		crashes:  map[int]int{},
+		respawn:  map[int]time.Time{},
+		canGo:    r.inh.ctrl == nil,
+		hot:      hotRestart{r: r},
+	}
+	if m.canGo && r.pidFile != "" {
+		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
+			r.closeListeners()
+			r.ctl.close()
+			return err
+		}
+	}
+	r.log.Info("graceful: master starting workers", "pid", os.Getpid(), "workers", m.n, "addrs", r.addrs(), "exe", rel.exe)
+	for id := 0; id < m.n; id++ {
+		m.slots[id] = m.start(id, m.gen, m.rel)
+	}
+	return m.loop()
+}
+
+// loop is the master's state machine.
+func (m *master) loop() error {
+	r := m.r
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		if m.stopping != notStopping && m.live() == 0 {
+			return m.end()
+		}
+		select {
+		case ev := <-m.events:
+			m.event(ev)
+		case now := <-ticker.C:
+			m.tick(now)
+		case <-r.notify.watchdog():
+			r.notify.ping()
+		case sig := <-r.sigs:
+			m.signal(sig)
+		case req := <-r.reqs:
+			m.request(req)
+		case <-r.ctxDone:
+			r.ctxDone = nil
+			m.stop(stopFinal, "context done")
+		case err := <-m.hot.result():
+			if succ := m.hot.settle(err); succ != nil {
+				r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
+				m.succ = succ
+				m.stop(stopReplaced, "handed over")
+			}
+		case <-timerC(m.limit):
+			r.log.Error("graceful: workers still draining; killing them", "workers", len(m.draining))
+			m.kill()
+		}
+	}
+}
+
+// signal handles a signal in the state it finds.
+func (m *master) signal(sig os.Signal) {
+	switch sig {
+	case sigRestart:
+		m.restart(sig.String(), nil)
+	case sigPhased:
+		m.phased(sig.String(), nil)
+	case sigMore:
+		m.resize(+1)
+	case sigFewer:
+		m.resize(-1)
+	default:
+		m.stops++
+		switch {
+		case m.stopping == notStopping:
+			m.stop(stopFinal, "received "+sig.String())
+		case m.stops >= 2 && !m.killed:
+			m.r.log.Warn("graceful: second stop signal; killing the workers", "signal", sig.String())
+			m.kill()
+		default:
+			m.r.log.Warn("graceful: stop signal while the workers drain: they finish; send it again to cut it short", "signal", sig.String())
+		}
+	}
+}
+
+// request answers a call or control request in the state it finds.
+func (m *master) request(req request) {
+	switch req.kind {
+	case reqStatus:
+		req.status <- m.status()
+	case reqShutdown, reqClose:
+		m.waiters = append(m.waiters, req.done)
+		if m.stopping == notStopping {
+			m.stop(stopFinal, "Shutdown called")
+		}
+		if req.kind == reqClose && !m.killed {
+			m.kill()
+		}
+	case reqRestart:
+		m.restart("Restart", req.done)
+	case reqPhased:
+		m.phased("PhasedRestart", req.done)
+	case reqResize:
+		if m.stopping != notStopping {
+			req.done <- ErrDraining
+			return
+		}
+		req.done <- m.resize(req.delta)
+	}
+}
+
+func (m *master) restart(by string, done chan error) {
+	switch {
+	case m.stopping != notStopping:
+		m.r.log.Warn("graceful: restart ignored: stopping", "by", by)
+		answer(done, ErrDraining)
+	case m.phase != nil:
+		m.r.log.Warn("graceful: restart ignored: a phased restart is in progress", "by", by)
+		answer(done, errPhaseInProgress)
+	default:
+		m.hot.begin(by, done)
+	}
+}
+
+func (m *master) phased(by string, done chan error) {
+	switch {
+	case m.stopping != notStopping:
+		m.r.log.Warn("graceful: phased restart ignored: stopping", "by", by)
+		answer(done, ErrDraining)
+	case m.hot.succ != nil:
+		m.r.log.Warn("graceful: phased restart ignored: a restart is in progress", "by", by)
+		answer(done, ErrRestartInProgress)
+	default:
+		m.r.log.Info("graceful: phased restart requested", "by", by)
+		m.startPhase(done)
+	}
+}
+
+// start boots a worker for slot id.
+func (m *master) start(id, gen int, rel release) *worker {
+	w := &worker{id: id, gen: gen, started: time.Now()}
+	spec := &inheritDesc{WorkerID: id, Gen: gen, Heartbeat: int(m.r.s.heartbeat() / time.Millisecond)}
+	p, err := m.r.spawn(spawnSpec{rel: rel, timeout: m.r.s.workerBootTimeout(), worker: spec})
+	if err != nil {
+		go func() { m.events <- masterEvent{w: w, kind: evBootFailed, err: err} }()
+		return w
+	}
+	w.p = p
+	m.r.log.Info("graceful: worker booting", "worker", id, "gen", gen, "pid", p.pid())
+	go func() {
+		if err := <-p.result; err != nil {
+			m.events <- masterEvent{w: w, kind: evBootFailed, err: err}
+			return
+		}
+		m.events <- masterEvent{w: w, kind: evReady}
+		beats := make(chan struct{})
+		go m.readBeats(w, beats)
+		<-p.exited
+		// Its last heartbeat, with its final request counts, may still be
+		// in the socket: read it before reporting the exit.
+		select {
+		case <-beats:
+		case <-time.After(time.Second):
+		}
+		p.ctrl.Close()
+		<-beats
+		m.events <- masterEvent{w: w, kind: evExit, err: p.err}
+	}()
+	return w
+}
+
+// readBeats passes on a worker's heartbeats until its end of the control
+// socket closes, then closes done. A worker sends them once told to go.
+func (m *master) readBeats(w *worker, done chan struct{}) {
+	defer close(done)
+	for {
+		line, err := w.p.br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if b, err := parseMessage(line); err == nil && b.kind == msgBeat {
+			m.events <- masterEvent{w: w, kind: evBeat, inflight: b.inflight, total: b.total}
+		}
+	}
+}
+
+func (w *worker) pid() int {
+	if w.p == nil {
+		return 0
+	}
+	return w.p.pid()
+}
+
+// sendGo lets a ready worker accept.
+func (m *master) sendGo(w *worker) {
+	w.goSent = true
+	w.lastBeat = time.Now()
+	w.p.tell(msgGo) // if it fails, the worker is exiting; its exit event follows
+}
+
+// drain tells a worker to drain with the order given.
+func (m *master) drain(w *worker, order msgKind) {
+	if w.state == wDraining {
+		return
+	}
+	if m.slots[w.id] == w {
+		delete(m.slots, w.id)
+	}
+	w.state, w.drainAt = wDraining, time.Now()
+	m.draining[w] = true
+	if w.p == nil {
+		return
+	}
+	if !w.goSent {
+		// Never served: nothing to drain.
+		w.p.abort()
+		return
+	}
+	w.p.tell(order)
+}
+
+func (m *master) live() int {
+	n := len(m.slots) + len(m.draining)
+	if m.phase != nil && m.phase.cur != nil {
+		n++
+	}
+	return n
+}
+
+func (m *master) known(w *worker) bool {
+	return m.slots[w.id] == w || m.draining[w] || (m.phase != nil && m.phase.cur == w)
+}
+
+// backoff schedules a new worker for slot id after one failed, waiting
+// longer the more often the slot failed quickly, so that a crash loop does
+// not spin a core.
+func (m *master) backoff(w *worker) {
+	if time.Since(w.started) > 30*time.Second {
+		m.crashes[w.id] = 0
+	}
+	m.crashes[w.id]++
+	delay := time.Duration(0)
+	if k := m.crashes[w.id]; k > 1 {
+		delay = min(250*time.Millisecond<<min(k-2, 10), 10*time.Second)
+	}
+	m.respawn[w.id] = time.Now().Add(delay)
+	m.r.log.Info("graceful: worker will be replaced", "worker", w.id, "in", delay)
+}
+
+// event handles what a worker's goroutines report.
+func (m *master) event(ev masterEvent) {
+	w, log := ev.w, m.r.log
+	if !m.known(w) {
+		return
+	}
+	switch ev.kind {
+	case evBeat:
+		w.lastBeat = time.Now()
+		w.inflight, w.total = ev.inflight, ev.total
+	case evReady:
+		if w.state == wDraining || m.stopping != notStopping {
+			m.drain(w, msgDrain)
+			w.p.abort()
+			return
+		}
+		w.state = wReady
+		log.Info("graceful: worker ready", "worker", w.id, "gen", w.gen, "pid", w.pid(), "took", time.Since(w.started).Round(time.Millisecond))
+		if m.phase != nil && m.phase.cur == w {
+			m.phaseReady(w)
+			return
+		}
+		if m.canGo {
+			m.sendGo(w)
+		}
+		if !m.booted && len(m.slots) == m.n && m.allReady() {
+			m.booted = true
+			if !m.canGo {
+				m.confirm()
+				return
+			}
+			m.r.notify.ready("")
+			m.r.stopGraceParent()
+		}
+	case evBootFailed:
+		log.Error("graceful: worker failed to boot", "worker", w.id, "gen", w.gen, "pid", w.pid(), "err", ev.err)
+		if m.phase != nil && m.phase.cur == w {
+			m.phase.cur = nil
+			m.endPhase(fmt.Errorf("graceful: phased restart stopped: the new worker %d failed to boot: %w; the old workers keep serving", w.id, ev.err))
+			return
+		}
+		delete(m.draining, w)
+		if m.slots[w.id] == w {
+			delete(m.slots, w.id)
+			if !m.canGo {
+				m.fatal = fmt.Errorf("graceful: worker %d failed to boot: %w", w.id, ev.err)
+				log.Error("graceful: new master could not start its workers", "err", m.fatal)
+				m.stop(stopAbandon, "workers failed to boot")
+				return
+			}
+			if m.stopping == notStopping {
+				m.backoff(w)
+			}
+		}
+	case evExit:
+		m.retired += w.total
+		if m.draining[w] {
+			delete(m.draining, w)
+			log.Info("graceful: worker exited", "worker", w.id, "gen", w.gen, "pid", w.pid(), "status", exitStatus(ev.err))
+			return
+		}
+		if m.slots[w.id] == w {
+			delete(m.slots, w.id)
+			log.Error("graceful: worker died; replacing it", "worker", w.id, "gen", w.gen, "pid", w.pid(), "status", exitStatus(ev.err))
+			m.backoff(w)
+		}
+	}
+}
+
+func (m *master) allReady() bool {
+	for _, w := range m.slots {
+		if w.state != wReady {
+			return false
+		}
+	}
+	return true
+}
+
+// confirm is a new master's hand-over: its workers are ready, so it tells
+// its predecessor, and once told to go lets its workers accept.
+func (m *master) confirm() {
+	r := m.r
+	ctrl, _, orphaned, err := r.handshake()
+	if err != nil {
+		m.fatal = err
+		m.stop(stopAbandon, "the hand-over was withdrawn")
+		return
+	}
+	ctrl.Close()
+	if orphaned && r.pidFile != "" {
+		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
+			r.log.Error("graceful: pidfile", "err", err)
+		}
+	}
+	if orphaned {
+		r.notify.mainPID(os.Getpid())
+	}
+	m.canGo = true
+	for _, w := range m.slots {
+		if w.state == wReady && !w.goSent {
+			m.sendGo(w)
+		}
+	}
+	r.log.Info("graceful: master serving", "pid", os.Getpid(), "workers", m.n)
+	r.notify.ready("")
+}
+
+// tick checks heartbeats, drain deadlines and pending respawns.
+func (m *master) tick(now time.Time) {
+	s := m.r.s
+	for _, w := range m.slots {
+		if w.state == wReady && w.goSent && now.Sub(w.lastBeat) > s.workerTimeout() {
+			m.r.log.Error("graceful: worker missed its heartbeat; killing it", "worker", w.id, "pid", w.pid(), "silent", now.Sub(w.lastBeat).Round(time.Millisecond))
+			w.p.cmd.Process.Kill()
+			w.lastBeat = now // its exit event follows
+		}
+	}
+	limit := max(s.ShutdownDelay, 0) + durationOr(s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second
+	for w := range m.draining {
+		if w.p != nil && now.Sub(w.drainAt) > limit {
+			m.r.log.Error("graceful: worker still draining; killing it", "worker", w.id, "pid", w.pid())
+			w.p.cmd.Process.Kill()
+			w.drainAt = now
+		}
+	}
+	if m.stopping != notStopping {
+		return
+	}
+	for id, at := range m.respawn {
+		if now.Before(at) {
+			continue
+		}
+		delete(m.respawn, id)
+		if id < m.n && m.slots[id] == nil {
+			m.slots[id] = m.start(id, m.gen, m.rel)
+		}
+	}
+	m.advance()
+}
+
+// resize adds or removes a worker (SIGTTIN, SIGTTOU).
+func (m *master) resize(delta int) error {
+	if m.n+delta < 1 {
+		m.r.log.Warn("graceful: at least one worker stays", "workers", m.n)
+		return errMinWorkers
+	}
+	m.n += delta
+	m.r.log.Info("graceful: workers", "workers", m.n)
+	if delta > 0 {
+		m.slots[m.n-1] = m.start(m.n-1, m.gen, m.rel)
+		return nil
+	}
+	if w := m.slots[m.n]; w != nil {
+		m.drain(w, msgDrain)
+	}
+	delete(m.respawn, m.n)
+	return nil
+}
+
+// stop begins the end of the master's run: every worker drains, and the
+// loop ends once all have exited.
+func (m *master) stop(kind stopKind, why string) {
+	if m.stopping != notStopping {
+		return
+	}
+	r := m.r
+	m.stopping = kind
+	order := msgDrain
+	switch kind {
+	case stopFinal:
+		m.hot.abort(why)
+		r.log.Info("graceful: shutting down", "reason", why, "pid", os.Getpid())
+		r.stopping.Store(true)
+		r.notify.stopping()
+		order = msgStop
+	case stopReplaced:
+		order = msgReplace
+	}
+	if m.phase != nil {
+		m.endPhase(errors.New("graceful: phased restart stopped: the master is shutting down"))
+	}
+	for _, w := range m.slots {
+		m.drain(w, order)
+	}
+	m.respawn = map[int]time.Time{}
+	m.limit = time.NewTimer(max(r.s.ShutdownDelay, 0) + durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
+}
+
+// kill ends the workers at once.
+func (m *master) kill() {
+	m.killed = true
+	for w := range m.draining {
+		if w.p != nil {
+			w.p.cmd.Process.Kill()
+		}
+	}
+}
+
+// end finishes the run once every worker has exited.
+func (m *master) end() error {
+	r := m.r
+	m.limit.Stop()
+	r.closeListeners()
+	switch m.stopping {
+	case stopReplaced:
+		r.runServerHooks(&r.s.hooks)
+		m.succ.release()
+		r.log.Info("graceful: master retired", "pid", os.Getpid())
+	case stopFinal:
+		r.removeSocketFiles()
+		if r.pidFile != "" {
+			removePIDFile(r.pidFile, os.Getpid())
+		}
+		r.log.Info("graceful: stopped", "pid", os.Getpid())
+	}
+	for _, w := range m.waiters {
+		w <- nil
+	}
+	r.ctl.close()
+	if m.fatal != nil {
+		return m.fatal
+	}
+	return http.ErrServerClosed
+}
+
+// status is the master's Status, with its workers.
+func (m *master) status() *Status {
+	state := "serving"
+	switch {
+	case m.stopping != notStopping:
+		state = "draining"
+	case m.phase != nil:
+		state = "phased-restart"
+	case m.hot.succ != nil:
+		state = "restarting"
+	}
+	st := m.r.snapshot(state)
+	st.Mode = "cluster"
+	st.Generation = m.begun
+	st.WorkersWanted = m.n
+	st.RequestsTotal = m.retired
+	add := func(w *worker) {
+		if w.p == nil {
+			return
+		}
+		st.Workers = append(st.Workers, WorkerStatus{
+			ID: w.id, PID: w.pid(), Generation: w.gen, State: w.state.String(), WorkingDir: w.p.rel.dir,
+			Started: w.started, LastCheckin: w.lastBeat,
+			RequestsInFlight: w.inflight, RequestsTotal: w.total,
+		})
+		st.RequestsInFlight += w.inflight
+		st.RequestsTotal += w.total
+	}
+	for _, w := range m.slots {
+		add(w)
+	}
+	if m.phase != nil && m.phase.cur != nil {
+		add(m.phase.cur)
+	}
+	for w := range m.draining {
+		add(w)
+	}
+	sort.Slice(st.Workers, func(i, j int) bool {
+		a, b := st.Workers[i], st.Workers[j]
+		return a.ID < b.ID || a.ID == b.ID && a.Generation < b.Generation
+	})
+	return st
+}

@@ -1,0 +1,134 @@
+package graceful
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PhasedRestart replaces the workers of a cluster one at a time, as SIGUSR1
+// does, with the program found now (through Directory if set): for each
+// worker, a new one is started and, once it is ready, the old one drains.
+// It returns nil when every worker has been replaced, or an error, with the
+// old workers still serving, when a new worker failed to boot.
+// It returns ErrNotMaster outside a cluster's master.
+func (s *Server) PhasedRestart() error {
+	r := s.runner()
+	if r == nil {
+		return ErrNotServing
+	}
+	return r.call(context.Background(), reqPhased)
+}
+
+// phase is a phased restart under way. It is a target, not a script: the
+// master brings every slot to generation gen, running rel, one slot at a
+// time, each new worker ready before the old one of its slot drains, so
+// capacity never drops. A slot left empty by a crash is simply filled with
+// the new generation.
+type phase struct {
+	gen     int
+	rel     release
+	cur     *worker // the new worker booting
+	waiters []chan error
+	started time.Time
+}
+
+// startPhase begins a phased restart with the release found now; a
+// request that arrives during a phase joins it.
+func (m *master) startPhase(done chan error) {
+	r := m.r
+	if m.phase != nil {
+		if done != nil {
+			m.phase.waiters = append(m.phase.waiters, done)
+		}
+		r.log.Warn("graceful: phased restart already in progress", "gen", m.phase.gen)
+		return
+	}
+	r.began("phased")
+	r.notify.reloading()
+	rel, err := r.resolveRelease(true)
+	if err != nil {
+		err = fmt.Errorf("graceful: phased restart: %w; the workers keep serving", err)
+		r.log.Error("graceful: phased restart failed", "err", err)
+		r.ended(err)
+		r.notify.ready("phased restart failed: " + err.Error())
+		answer(done, err)
+		return
+	}
+	m.begun++
+	m.phase = &phase{gen: m.begun, rel: rel, started: time.Now()}
+	if done != nil {
+		m.phase.waiters = append(m.phase.waiters, done)
+	}
+	r.log.Info("graceful: phased restart", "gen", m.phase.gen, "exe", rel.exe, "workers", m.n)
+	m.advance()
+}
+
+// advance reconciles the workers with the phase: unless a new worker is
+// booting, it starts one for the lowest slot that is empty or whose ready
+// worker is older than the phase; once every slot runs the phase's
+// generation, the phase is complete.
+func (m *master) advance() {
+	p := m.phase
+	if p == nil || p.cur != nil {
+		return
+	}
+	pending := false
+	for id := 0; id < m.n; id++ {
+		w := m.slots[id]
+		switch {
+		case w == nil || w.state == wReady && w.gen < p.gen:
+			delete(m.respawn, id)
+			p.cur = m.start(id, p.gen, p.rel)
+			return
+		case w.gen < p.gen:
+			pending = true // booting: replace it once ready
+		}
+	}
+	if pending {
+		return
+	}
+	m.gen, m.rel = p.gen, p.rel
+	m.r.log.Info("graceful: phased restart complete", "gen", p.gen, "took", time.Since(p.started).Round(time.Millisecond))
+	m.endPhase(nil)
+}
+
+// phaseReady puts the phase's new worker in its slot, drains the one it
+// replaces, and moves on.
+func (m *master) phaseReady(w *worker) {
+	old := m.slots[w.id]
+	m.slots[w.id] = w
+	m.phase.cur = nil
+	m.crashes[w.id] = 0
+	if m.canGo {
+		m.sendGo(w)
+	}
+	if old != nil {
+		m.drain(old, msgReplace)
+	}
+	m.advance()
+}
+
+// endPhase reports the phase's outcome to those waiting on it.
+func (m *master) endPhase(err error) {
+	r := m.r
+	if err != nil {
+		r.log.Error("graceful: phased restart failed", "err", err)
+	}
+	r.ended(err)
+	switch {
+	case r.stopping.Load():
+		// STOPPING=1 is said; nothing is ready again.
+	case err != nil:
+		r.notify.ready("phased restart failed: " + err.Error())
+	default:
+		r.notify.ready("")
+	}
+	for _, w := range m.phase.waiters {
+		w <- err
+	}
+	if c := m.phase.cur; c != nil && c.p != nil {
+		c.p.abort()
+	}
+	m.phase = nil
+}

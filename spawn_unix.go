@@ -1,0 +1,99 @@
+//go:build unix
+
+package graceful
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const restartSupported = true
+
+// dupListener returns a duplicate of l's descriptor to pass to a new
+// process. Not l.File(): os/exec calls Fd on what it passes, and Fd on the
+// File that a net listener returns switches the descriptor to blocking
+// mode. That mode is shared by every duplicate of the socket, in every
+// process, so this process's Accept would then block in the kernel, and
+// closing the listener would wait for it forever. os.NewFile on a
+// non-blocking descriptor leaves the mode alone.
+func dupListener(l net.Listener) (*os.File, error) {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("a %T cannot be passed on", l)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	return os.NewFile(uintptr(dup), l.Addr().String()), nil
+}
+
+// socketpair returns a connected pair of Unix stream sockets, both
+// close-on-exec.
+func socketpair() (*os.File, *os.File, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	unix.CloseOnExec(pair[0])
+	unix.CloseOnExec(pair[1])
+	return os.NewFile(uintptr(pair[0]), "graceful-ctrl"), os.NewFile(uintptr(pair[1]), "graceful-ctrl"), nil
+}
+
+// dup2 makes descriptor to a copy of from.
+func dup2(from, to int) error {
+	for {
+		if err := unix.Dup2(from, to); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// dupFD returns a close-on-exec duplicate of fd, or -1.
+func dupFD(fd int) int {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return d
+}
+
+func closeFD(fd int) { unix.Close(fd) }
+
+// peerClosed waits up to wait for the other end of the stream socket fd to
+// close, and reports whether it has. It reads nothing.
+func peerClosed(fd int, wait time.Duration) bool {
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(p, int(wait/time.Millisecond))
+	if err != nil || n == 0 {
+		if err != nil && err != unix.EINTR {
+			time.Sleep(wait)
+		}
+		return false
+	}
+	if p[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		return true
+	}
+	var b [1]byte
+	k, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err == nil && k > 0 {
+		// The parent has spoken: the hand-over is under way.
+		time.Sleep(wait)
+		return false
+	}
+	return err == nil && k == 0
+}

@@ -1,0 +1,123 @@
+package graceful
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"time"
+)
+
+// A worker of a cluster runs the same loop as a single-mode process
+// (runner.loop); what differs is that its master decides its life. It runs
+// its boot hooks, reports ready, serves once told to go, sends heartbeats
+// in every state, and drains when the master says so or goes away. Signals
+// are left to the master.
+
+// masterLink is a worker's end of the control socket to its master.
+type masterLink struct {
+	ctrl   *os.File
+	msgs   chan message // the master's orders; closed when it goes away
+	ticker *time.Ticker // heartbeats
+}
+
+// runWorker serves as a worker of the master that started this process.
+func (r *runner) runWorker() error {
+	d := r.inh.desc
+	r.log = r.log.With("worker", d.WorkerID, "gen", d.Gen)
+	r.s.mu.Lock()
+	boot := append([]func(){}, r.s.bootHooks...)
+	r.s.mu.Unlock()
+	for i, f := range boot {
+		if err := callHook(f); err != nil {
+			r.closeListeners()
+			return fmt.Errorf("graceful: OnWorkerBoot hook %d: %w", i, err)
+		}
+	}
+	ctrl, br, _, err := r.handshake()
+	if err != nil {
+		r.closeListeners()
+		return err
+	}
+	l := &masterLink{ctrl: ctrl, msgs: make(chan message), ticker: time.NewTicker(time.Duration(d.Heartbeat) * time.Millisecond)}
+	go l.read(br)
+	r.link = l
+	r.hooks = []*[]func(){&r.s.workerHooks}
+	r.serve()
+	return r.loop()
+}
+
+// read passes the master's orders on until its end closes.
+func (l *masterLink) read(br *bufio.Reader) {
+	defer close(l.msgs)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if m, err := parseMessage(line); err == nil {
+			l.msgs <- m
+		}
+	}
+}
+
+func (l *masterLink) orders() <-chan message {
+	if l == nil {
+		return nil
+	}
+	return l.msgs
+}
+
+func (l *masterLink) beats() <-chan time.Time {
+	if l == nil {
+		return nil
+	}
+	return l.ticker.C
+}
+
+// beat sends a heartbeat with the worker's request counts.
+func (l *masterLink) beat(r *runner) {
+	m := message{kind: msgBeat, inflight: r.inflight.Load(), total: r.total.Load()}
+	l.ctrl.Write([]byte(m.String() + "\n")) // if it fails, the master is gone; read says so
+}
+
+// close sends a last heartbeat, so that the master counts every request,
+// and closes the link.
+func (l *masterLink) close(r *runner) {
+	if l == nil {
+		return
+	}
+	l.ticker.Stop()
+	l.beat(r)
+	l.ctrl.Close()
+}
+
+// order carries out the master's order m; ok false says the master went
+// away.
+func (r *runner) order(m message, ok bool) {
+	if !ok {
+		r.link.msgs = nil
+		r.log.Warn("graceful: master gone; draining", "master", r.inh.desc.PPID)
+	}
+	if r.state == stateDraining {
+		return
+	}
+	if r.delay != nil && (!ok || m.kind != msgStop) {
+		r.delay.Stop()
+		r.delay = nil
+	}
+	switch {
+	case ok && m.kind == msgStop:
+		if r.state == stateServing {
+			// The master stops for good: not ready from now, serving on
+			// for ShutdownDelay.
+			r.stop("the master is stopping", false)
+		}
+	case ok && m.kind == msgReplace:
+		r.hooks = []*[]func(){&r.s.hooks, &r.s.workerHooks}
+		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", true)
+		r.startDrain(false)
+	case !ok || m.kind == msgDrain:
+		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", false)
+		r.startDrain(false)
+	}
+}
