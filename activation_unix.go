@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"golang.org/x/sys/unix"
@@ -23,8 +22,9 @@ import (
 // that processes the application starts do not see them.
 type handed struct {
 	files []*os.File
-	grace int   // the grace process to stop once serving, or 0
-	err   error // a LISTEN_FDS that cannot be used
+	grace int    // the parent, perhaps a grace process, to stop once serving, or 0
+	note  string // why a LISTEN_FDS was ignored
+	err   error  // a LISTEN_FDS that cannot be used
 }
 
 var handedOver = takeHanded()
@@ -43,16 +43,26 @@ func takeHanded() handed {
 	if inheritEnv.set {
 		return handed{} // a graceful predecessor says what it passed
 	}
+	// Nothing but this variable says that descriptors 3 and up were
+	// passed: it may have been left in the environment by anything. The
+	// count is checked, then every descriptor, before any is touched; the
+	// ones checked are only looked at, so that a descriptor the Go runtime
+	// or the launcher opened for its own use stays as it was.
 	n, err := strconv.Atoi(count)
-	if err != nil || n < 0 || n > maxListeners {
-		return handed{err: fmt.Errorf("LISTEN_FDS=%q is not a count of descriptors", count)}
+	if err != nil || n < 0 || n > maxListeners || strconv.Itoa(n) != count {
+		return handed{err: fmt.Errorf("LISTEN_FDS=%q without LISTEN_PID (as a facebookgo/grace parent sets it) is not a count of listening descriptors in 0..%d", count, maxListeners)}
+	}
+	for fd := 3; fd < 3+n; fd++ {
+		if _, err := handedListener(fd); err != nil {
+			return handed{note: fmt.Sprintf("LISTEN_FDS=%d without LISTEN_PID, but descriptor %d is %v: not listeners passed by a facebookgo/grace parent; ignoring LISTEN_FDS and leaving descriptors and parent process alone", n, fd, err)}
+		}
 	}
 	h := handed{}
 	if ppid := os.Getppid(); ppid != 1 {
 		h.grace = ppid
 	}
 	for fd := 3; fd < 3+n; fd++ {
-		syscall.CloseOnExec(fd)
+		unix.CloseOnExec(fd)
 		h.files = append(h.files, os.NewFile(uintptr(fd), "LISTEN_FD_"+strconv.Itoa(fd)))
 	}
 	return h
@@ -63,6 +73,9 @@ func loadHanded() (*inheritance, error) {
 	h := handedOver
 	if h.err != nil {
 		return nil, fmt.Errorf("graceful: inherited environment: %w", h.err)
+	}
+	if h.note != "" {
+		return &inheritance{stale: h.note}, nil
 	}
 	if len(h.files) == 0 {
 		return nil, nil
@@ -75,6 +88,9 @@ func loadHanded() (*inheritance, error) {
 			l, err = net.FileListener(f)
 		}
 		f.Close()
+		if errors.Is(err, errNotListening) && h.grace == 0 {
+			err = fmt.Errorf("%w (for systemd, set Accept=no)", err)
+		}
 		if err != nil {
 			for _, il := range in.lns {
 				il.l.Close()
@@ -89,6 +105,10 @@ func loadHanded() (*inheritance, error) {
 	return in, nil
 }
 
+// errNotListening is handedListener's error for a socket that is not a
+// listening one.
+var errNotListening = errors.New("not listening")
+
 // handedListener checks that fd is a listening stream socket and says
 // where it is bound.
 func handedListener(fd int) (inheritedLn, error) {
@@ -100,7 +120,7 @@ func handedListener(fd int) (inheritedLn, error) {
 		return ln, errors.New("not a stream socket")
 	}
 	if a, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
-		return ln, errors.New("not listening (for systemd, set Accept=no)")
+		return ln, errNotListening
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -121,15 +141,47 @@ func handedListener(fd int) (inheritedLn, error) {
 
 // stopGraceParent ends the facebookgo/grace process this one took over
 // from, now that this one serves, as grace's own successor would: with
-// SIGTERM, on which it stops accepting and finishes its requests.
+// SIGTERM, on which it stops accepting and finishes its requests. LISTEN_FDS
+// alone does not prove that the parent is such a process, so the parent is
+// stopped only if one of the listeners this process serves came from those
+// descriptors, the parent's executable is a program built with
+// github.com/facebookgo/grace, and the parent is still this process's
+// parent. Where the executable cannot be read (systems without /proc), the
+// parent is not stopped. Otherwise the reason it is left alone is logged.
 func (r *runner) stopGraceParent() {
 	if r.inh == nil || r.inh.graceParent == 0 {
 		return
 	}
 	pid := r.inh.graceParent
 	r.inh.graceParent = 0
+	leave := func(why string, args ...any) {
+		r.log.Warn("graceful: leaving the parent process alone: "+why+" (a facebookgo/grace process still serving the same sockets must be stopped with SIGTERM by hand)", append([]any{"pid", pid}, args...)...)
+	}
+	if !r.servesHanded() {
+		leave("none of the listeners served came from its LISTEN_FDS")
+		return
+	}
+	if err := isGraceProcess(pid); err != nil {
+		leave("not proven to be a facebookgo/grace process", "err", err)
+		return
+	}
 	r.log.Info("graceful: serving; stopping the facebookgo/grace process we took over from", "pid", pid)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	if err := signalParent(pid, unix.SIGTERM); err != nil {
 		r.log.Warn("graceful: could not stop the grace process", "pid", pid, "err", err)
 	}
+}
+
+// servesHanded reports whether one of the run's listeners is one handed
+// over at start-up, rather than one bound by this process.
+func (r *runner) servesHanded() bool {
+	r.inh.mu.Lock()
+	defer r.inh.mu.Unlock()
+	for _, l := range r.listeners() {
+		for _, il := range r.inh.lns {
+			if il.handed && il.l == l {
+				return true
+			}
+		}
+	}
+	return false
 }
