@@ -110,7 +110,7 @@ func TestGracectlRefusesReusedPID(t *testing.T) {
 	_, server := binaries(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "control.sock")
-	written := time.Now().Add(-3 * time.Second)
+	written := time.Now().Add(-10 * time.Second)
 	s := start(t, server, "TS_CONTROL="+sock)
 	pid := s.PID()
 	stale := filepath.Join(dir, "stale.pid")

@@ -379,8 +379,10 @@ func (c *ctl) viaSignals(cmd string) error {
 // readPID reads the pidfile, checks that its process runs, and returns it
 // with the time the pidfile was last written.
 func (c *ctl) readPID() (int, time.Time, error) {
-	// Content and time from one open file: the server replaces the pidfile
-	// by renaming a new one over it.
+	// Content and time from one open file, the time taken after the
+	// content: the time is that of the write of the PID read or later,
+	// whether the pidfile is replaced by renaming a new one over it (as
+	// graceful does) or rewritten in place.
 	f, err := os.Open(c.pidfile)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, time.Time{}, fmt.Errorf("pidfile %s does not exist: is the server running?", c.pidfile)
@@ -389,11 +391,11 @@ func (c *ctl) readPID() (int, time.Time, error) {
 		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, 64))
+	fi, err := f.Stat()
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
 	}

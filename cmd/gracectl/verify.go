@@ -17,10 +17,11 @@ const module = "github.com/gograceful/graceful"
 
 // startSlack is how much later than the pidfile's last write a process may
 // seem to have started and still be the one it names. The two times come
-// from different clocks with coarse steps (clock ticks, the file system's
-// timestamp granularity, ps's whole seconds), so an exact comparison would
-// refuse the right process now and then. A PID is not reused that quickly.
-const startSlack = time.Second
+// from different clocks with coarse steps (clock ticks of 10 ms, file
+// systems that keep whole seconds, or two on FAT, ps's whole seconds), so
+// an exact comparison would refuse the right process now and then. A PID is
+// not reused that quickly.
+const startSlack = 2 * time.Second
 
 // procInfo is what the system tells about a process. A zero field is
 // unknown.
