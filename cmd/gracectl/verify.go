@@ -66,10 +66,10 @@ func verify(pid int, pidfile string, mtime time.Time) (*procInfo, error) {
 	case info.exe != "":
 		bi, err := buildinfo.ReadFile(info.exe)
 		if err != nil {
-			return nil, refuse("not a graceful server: its executable is not a Go program with build information (%v); the pidfile is stale and the PID now belongs to another process", err)
+			return nil, refuse("not a graceful server: its executable is not a Go program with build information (%v): a stale pidfile whose PID was reused, or the pidfile of another program", err)
 		}
 		if !links(bi) {
-			return nil, refuse("not a graceful server: its executable (main module %s) does not link %s; the pidfile is stale and the PID now belongs to another process", bi.Main.Path, module)
+			return nil, refuse("not a graceful server: its executable (main module %s) does not link %s: a stale pidfile whose PID was reused, or the pidfile of another program", bi.Main.Path, module)
 		}
 	}
 	if !info.started.IsZero() && info.started.After(mtime.Add(startSlack)) {
