@@ -9,13 +9,18 @@ import (
 )
 
 // notifySignals routes the signals a Server answers to c: SIGUSR2 restarts,
-// SIGTERM and SIGINT drain and stop.
+// SIGTERM and SIGINT drain and stop. SIGTTIN and SIGTTOU, which ask a
+// cluster's master for a worker more or fewer, are ignored: their default
+// action would stop a single-mode server, which has no workers. That a
+// server ignores SIGTTIN is also how gracectl tells single mode.
 func notifySignals(c chan os.Signal) {
+	signal.Ignore(syscall.SIGTTIN, syscall.SIGTTOU)
 	signal.Notify(c, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 }
 
 // notifyMasterSignals adds a master's: SIGUSR1 for a phased restart,
-// SIGTTIN and SIGTTOU for one worker more or fewer.
+// SIGTTIN and SIGTTOU for one worker more or fewer. It must call Notify for
+// these after notifySignals, which ignores them.
 func notifyMasterSignals(c chan os.Signal) {
 	notifySignals(c)
 	signal.Notify(c, syscall.SIGUSR1, syscall.SIGTTIN, syscall.SIGTTOU)

@@ -23,6 +23,21 @@
 // restart only by watching the pidfile name a new process, cannot learn
 // why a restart failed, and cannot show the status.
 //
+// A pidfile left behind by a server that is gone may name a PID the system
+// has since given to another process. Before it signals, gracectl checks
+// that the process is a graceful server the pidfile was written for, and
+// otherwise refuses (exit 2) and says which check failed. On Linux, from
+// /proc: its executable links this module (its Go build information lists
+// github.com/gograceful/graceful), it started no later than the pidfile
+// was last written (a server writes its successor's PID after the
+// successor started; a reused PID starts later), and it catches SIGUSR2.
+// The check of the start needs the clock not to have been set forward
+// since the pidfile was written. On other systems gracectl learns only the
+// start, from ps(1), and checks only that; use --control there. It also
+// learns, on Linux, whether the server is a cluster's master, which catches
+// SIGTTIN: phased-restart, add-worker and remove-worker of a single-mode
+// server exit 1 saying that single mode has no workers, and send nothing.
+//
 // Exit status: 0 on success, 1 when the server reports a failure or the
 // wait times out, 2 on a usage error or when the server cannot be reached.
 package main
@@ -303,12 +318,31 @@ func (c *ctl) viaSignals(cmd string) error {
 		}
 		return fmt.Errorf("unknown command %q (see gracectl -h)", cmd)
 	}
-	sig := o.sig
-	pid, err := c.readPID()
+	pid, mtime, err := c.readPID()
 	if err != nil {
 		return err
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
+	// Take hold of the process before checking it: where the system has
+	// process handles (pidfds, Linux 5.3), a process that exits after the
+	// checks cannot pass its PID on to another that gets the signal.
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	defer p.Release()
+	info, err := verify(pid, c.pidfile, mtime)
+	if err != nil {
+		return err
+	}
+	if o.sig == syscall.SIGTTIN || o.sig == syscall.SIGTTOU || o.sig == syscall.SIGUSR1 {
+		if info.singleMode() {
+			return failure{fmt.Errorf("%s: pid %d serves in single mode, and single mode has no workers; nothing sent", cmd, pid)}
+		}
+	}
+	if err := p.Signal(o.sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("%s to pid %d: it exited meanwhile: is the server running?", o.name, pid)
+		}
 		return fmt.Errorf("%s to pid %d: %w", o.name, pid, err)
 	}
 	deadline := time.Now().Add(c.timeout)
@@ -317,7 +351,7 @@ func (c *ctl) viaSignals(cmd string) error {
 		fmt.Fprintf(c.out, "%s: sent %s to pid %d\n", cmd, o.name, pid)
 	case cmd == "restart":
 		for time.Now().Before(deadline) {
-			if np, err := c.readPID(); err == nil && np != pid {
+			if np, _, err := c.readPID(); err == nil && np != pid {
 				fmt.Fprintf(c.out, "restart: done; pid %d took over from pid %d\n", np, pid)
 				return nil
 			}
@@ -342,23 +376,37 @@ func (c *ctl) viaSignals(cmd string) error {
 	return nil
 }
 
-// readPID reads the pidfile and checks that its process runs.
-func (c *ctl) readPID() (int, error) {
-	b, err := os.ReadFile(c.pidfile)
+// readPID reads the pidfile, checks that its process runs, and returns it
+// with the time the pidfile was last written.
+func (c *ctl) readPID() (int, time.Time, error) {
+	// Content and time from one open file, the time taken after the
+	// content: the time is that of the write of the PID read or later,
+	// whether the pidfile is replaced by renaming a new one over it (as
+	// graceful does) or rewritten in place.
+	f, err := os.Open(c.pidfile)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("pidfile %s does not exist: is the server running?", c.pidfile)
+		return 0, time.Time{}, fmt.Errorf("pidfile %s does not exist: is the server running?", c.pidfile)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pidfile: %w", err)
+		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("pidfile: %w", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pidfile %s does not hold a PID: %q", c.pidfile, strings.TrimSpace(string(b)))
+		return 0, time.Time{}, fmt.Errorf("pidfile %s does not hold a PID: %q", c.pidfile, strings.TrimSpace(string(b)))
 	}
 	if !alive(pid) {
-		return 0, fmt.Errorf("pidfile %s names pid %d, which is not running (stale pidfile)", c.pidfile, pid)
+		return 0, time.Time{}, fmt.Errorf("pidfile %s names pid %d, which is not running (stale pidfile)", c.pidfile, pid)
 	}
-	return pid, nil
+	return pid, fi.ModTime(), nil
 }
 
 // alive reports whether pid runs (a zombie counts as gone).
