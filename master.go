@@ -61,10 +61,10 @@ type masterEvent struct {
 type stopKind int
 
 const (
-	notStopping stopKind = iota
-	stopFinal            // for good: workers get ShutdownDelay, files are removed
-	stopReplaced         // a new master took over: hooks run, files stay
-	stopAbandon          // a new master whose workers could not boot: files stay
+	notStopping  stopKind = iota
+	stopFinal             // for good: workers get ShutdownDelay, files are removed
+	stopReplaced          // a new master took over: hooks run, files stay
+	stopAbandon           // a new master whose workers could not boot: files stay
 )
 
 type master struct {

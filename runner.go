@@ -53,15 +53,15 @@ type runner struct {
 
 	// The loop's state.
 	state   runState
-	stops   int           // stop signals received since the stop began
-	delay   *time.Timer   // ShutdownDelay, while delaying
-	drain   *drainer      // while draining
-	hot     hotRestart    // a successor starting
-	retired *successor    // the successor that took over, when retiring
-	waiters []chan error  // Shutdown calls waiting for the end
-	fail    error         // why serving failed, if it did
-	link    *masterLink   // a worker's link to its master
-	hooks   []*[]func()   // hook lists to run once drained
+	stops   int          // stop signals received since the stop began
+	delay   *time.Timer  // ShutdownDelay, while delaying
+	drain   *drainer     // while draining
+	hot     hotRestart   // a successor starting
+	retired *successor   // the successor that took over, when retiring
+	waiters []chan error // Shutdown calls waiting for the end
+	fail    error        // why serving failed, if it did
+	link    *masterLink  // a worker's link to its master
+	hooks   []*[]func()  // hook lists to run once drained
 }
 
 type runState int
