@@ -21,7 +21,13 @@ type notifier struct {
 	on       bool          // NOTIFY_SOCKET is set
 	interval time.Duration // between watchdog pings; 0 without a watchdog
 	ticker   *time.Ticker  // running while this process is the main one
+	failing  bool          // the last message could not be sent
 }
+
+// minPing bounds how often the watchdog is pinged, whatever WATCHDOG_USEC
+// says: a service manager that wants pings more often than this cannot be
+// served, and pinging faster would only burn a core.
+const minPing = 50 * time.Millisecond
 
 // newNotifier reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID. They
 // stay in the environment: a successor needs them.
@@ -37,6 +43,10 @@ func newNotifier(log *slog.Logger) *notifier {
 	if wd > 0 {
 		// systemd's advice: ping at half the timeout.
 		n.interval = wd / 2
+		if n.interval < minPing {
+			log.Warn("graceful: watchdog timeout too short to keep; pinging at the fastest sensible rate", "WATCHDOG_USEC", wd.Microseconds(), "every", minPing)
+			n.interval = minPing
+		}
 	}
 	return n
 }
@@ -45,9 +55,15 @@ func (n *notifier) send(state string) {
 	if n == nil || !n.on {
 		return
 	}
-	if _, err := daemon.SdNotify(false, state); err != nil {
-		n.log.Warn("graceful: sd_notify failed", "state", state, "err", err)
+	_, err := daemon.SdNotify(false, state)
+	switch {
+	case err != nil && !n.failing:
+		// Said once, not at every ping.
+		n.log.Warn("graceful: sd_notify failed; further failures are not logged until it works again", "state", state, "err", err)
+	case err == nil && n.failing:
+		n.log.Info("graceful: sd_notify works again")
 	}
+	n.failing = err != nil
 }
 
 // ready says the process serves: at start-up, after taking over from a
