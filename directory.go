@@ -32,10 +32,31 @@ func absPath(p string) string {
 }
 
 // release is what new processes are started from: an executable and the
-// working directory to start it in ("" for this process's own).
+// working directory to start it in ("" for this process's own). A release
+// pinned for workers respawned later is also held open where the system
+// allows it, so that it can still be started once its directory has been
+// deleted; exe and dir then still name it, for messages and status.
 type release struct {
-	exe string
-	dir string
+	exe  string
+	dir  string
+	held *heldRelease // nil: started by path
+}
+
+// start starts cmd, made for r.exe and otherwise complete, from r: in r's
+// directory, and from what is held open if r is.
+func (r release) start(cmd *exec.Cmd) error {
+	if r.dir != "" {
+		cmd.Dir = r.dir
+	}
+	done := r.held.use(cmd)
+	defer done()
+	return cmd.Start()
+}
+
+// close lets go of what r holds open. r is still good for messages and
+// status, and a process started from it afterwards is started by path.
+func (r release) close() {
+	r.held.close()
 }
 
 // executable returns the path to start a new process of this program from:
@@ -120,8 +141,9 @@ func exeInDirectory(dir string) (string, error) {
 // resolveRelease finds what to start new processes from now. Without a
 // Directory it is the executable at os.Args[0]. With one, the executable is
 // found through Directory as it resolves at this moment; pin records the
-// resolved release (for workers respawned later) instead of the Directory
-// path (for a new master, which resolves it again itself).
+// resolved release (for workers respawned later), held open, instead of
+// the Directory path (for a new master, which resolves it again itself).
+// A held release must be closed once no longer needed.
 func (r *runner) resolveRelease(pin bool) (release, error) {
 	if r.dir == "" {
 		exe, err := executable()
@@ -147,6 +169,11 @@ func (r *runner) resolveRelease(pin bool) (release, error) {
 			where += " (now " + real + ")"
 		}
 		return release{}, fmt.Errorf("release directory %s: %w", where, err)
+	}
+	if pin {
+		if rel.held, err = holdRelease(dir, r.exeRel); err != nil {
+			return release{}, fmt.Errorf("release directory %s: %w", dir, err)
+		}
 	}
 	return rel, nil
 }

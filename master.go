@@ -111,6 +111,7 @@ func (r *runner) runMaster() error {
 		canGo:    r.inh.ctrl == nil,
 		hot:      hotRestart{r: r},
 	}
+	defer func() { m.rel.close() }() // the release pinned last
 	if m.canGo && r.pidFile != "" {
 		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
 			r.closeListeners()

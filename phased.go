@@ -88,6 +88,7 @@ func (m *master) advance() {
 	if pending {
 		return
 	}
+	m.rel.close()
 	m.gen, m.rel = p.gen, p.rel
 	m.r.log.Info("graceful: phased restart complete", "gen", p.gen, "took", time.Since(p.started).Round(time.Millisecond))
 	m.endPhase(nil)
@@ -129,6 +130,9 @@ func (m *master) endPhase(err error) {
 	}
 	if c := m.phase.cur; c != nil && c.p != nil {
 		c.p.abort()
+	}
+	if err != nil {
+		m.phase.rel.close() // never pinned
 	}
 	m.phase = nil
 }

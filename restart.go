@@ -231,13 +231,12 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	cmd.Args[0] = os.Args[0]
 	add := []string{envInherit + "=" + desc.encode()}
 	if sp.rel.dir != "" {
-		cmd.Dir = sp.rel.dir
 		drop, add = append(drop, "PWD"), append(add, "PWD="+sp.rel.dir)
 	}
 	cmd.Env = append(environWithout(drop...), add...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
 	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, r.realStderr())
-	if err := cmd.Start(); err != nil {
+	if err := sp.rel.start(cmd); err != nil {
 		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
 	}
 	s := &successor{
