@@ -155,28 +155,33 @@ type spawnSpec struct {
 // startSuccessor starts a new process of the program to take over from
 // this one.
 func (r *runner) startSuccessor() (*successor, error) {
+	if !restartSupported {
+		return nil, ErrNotSupported
+	}
 	rel, err := r.resolveRelease(false)
 	if err != nil {
 		return nil, fmt.Errorf("graceful: restart: %w", err)
 	}
-	return r.spawn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
+	succ, err := r.spawn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
+	if err != nil {
+		return nil, fmt.Errorf("graceful: restart: %w", err)
+	}
+	return succ, nil
 }
 
 // spawn starts a new process of the program with the same arguments and
-// environment, and the listeners.
+// environment, and the listeners. Its errors carry no "graceful:" prefix:
+// the caller says what was being started.
 func (r *runner) spawn(sp spawnSpec) (*successor, error) {
-	if !restartSupported {
-		return nil, ErrNotSupported
-	}
 	ours, theirs, err := socketpair()
 	if err != nil {
-		return nil, fmt.Errorf("graceful: restart: socketpair: %w", err)
+		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	defer theirs.Close()
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		ours.Close()
-		return nil, fmt.Errorf("graceful: restart: pipe: %w", err)
+		return nil, fmt.Errorf("pipe: %w", err)
 	}
 	defer errW.Close()
 
@@ -203,7 +208,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	fail := func(err error) (*successor, error) {
 		ours.Close()
 		errR.Close()
-		return nil, fmt.Errorf("graceful: restart: %w", err)
+		return nil, err
 	}
 	pass := func(l net.Listener, key lnKey) error {
 		f, err := dupListener(l)
