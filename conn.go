@@ -14,8 +14,11 @@ import (
 // is accepted and once when it is closed; a request only stores to the
 // connection's own atomic word, so keep-alive traffic takes no shared lock.
 type tracker struct {
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
+	mu      sync.Mutex
+	conns   map[*trackedConn]struct{}
+	shadows []*http.Server // hold the HTTP/2 state of the served servers; see http2.go
+
+	draining atomic.Bool // the drain has begun: HTTP/2 connections get a GOAWAY
 }
 
 func newTracker() *tracker {
@@ -23,14 +26,41 @@ func newTracker() *tracker {
 }
 
 // trackedConn is a net.Conn that the tracker can see. Its state word holds
-// the http.ConnState in the low byte and a count of state changes above it,
-// so that the drain can tell a connection that stayed idle from one that was
-// used in between.
+// the http.ConnState in the low byte, then the flags below, then a count of
+// state changes, so that the drain can tell a connection that stayed idle
+// from one that was used in between.
 type trackedConn struct {
 	net.Conn
 	t     *tracker
 	state atomic.Uint64
 	once  sync.Once
+}
+
+// The state word's flags.
+const (
+	stateMask = 0xff
+	// readBit: the client sent bytes since net/http last reported the
+	// connection New or Idle, so a request is under way that net/http has
+	// not reported Active yet (headers still coming). Cleared by every state
+	// change. Over TLS the handshake's bytes count too: a client that
+	// completes a handshake and sends nothing more is left to the drain's
+	// deadline, or to the server's own ReadHeaderTimeout.
+	readBit = 1 << 8
+	// h2Bit: the connection is served by HTTP/2, which closes it itself once
+	// it has sent a GOAWAY and its streams are done. Kept across changes.
+	h2Bit = 1 << 9
+	// toldBit: the drain has sent this HTTP/2 connection a GOAWAY. Kept
+	// across changes.
+	toldBit = 1 << 10
+	// countShift: the count of state changes starts here.
+	countShift = 11
+)
+
+// quiet reports whether w is a state in which net/http is waiting for a
+// request, with no request of its own in hand.
+func quiet(w uint64) bool {
+	s := http.ConnState(w & stateMask)
+	return s == http.StateNew || s == http.StateIdle
 }
 
 func (t *tracker) add(c net.Conn) *trackedConn {
@@ -53,6 +83,44 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
+// Read reads from the connection and, if bytes arrive while net/http waits
+// for a request, marks the connection as in flight. The first read of a
+// quiet spell costs a compare-and-swap on the connection's own word; any
+// other read, one atomic load.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		if w := c.state.Load(); w&readBit == 0 && quiet(w) {
+			c.markRead(w)
+		}
+	}
+	return n, err
+}
+
+// markRead sets readBit in the state word w, unless the word has meanwhile
+// left the quiet states or been marked.
+func (c *trackedConn) markRead(w uint64) {
+	for !c.state.CompareAndSwap(w, w|readBit) {
+		w = c.state.Load()
+		if w&readBit != 0 || !quiet(w) {
+			return
+		}
+	}
+}
+
+// setFlag sets flag in the state word and reports whether it was clear.
+func (c *trackedConn) setFlag(flag uint64) bool {
+	for {
+		w := c.state.Load()
+		if w&flag != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(w, w|flag) {
+			return true
+		}
+	}
+}
+
 // ReadFrom lets net/http use sendfile and splice through the wrapper.
 func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
@@ -70,19 +138,26 @@ func (c *trackedConn) CloseWrite() error {
 	return nil
 }
 
-func (c *trackedConn) setState(s http.ConnState) {
+// setState records s, clears readBit, counts the change and returns the
+// new word.
+func (c *trackedConn) setState(s http.ConnState) uint64 {
 	for {
 		old := c.state.Load()
-		if c.state.CompareAndSwap(old, (old>>8+1)<<8|uint64(s)) {
-			return
+		w := (old>>countShift+1)<<countShift | old&(h2Bit|toldBit) | uint64(s)
+		if c.state.CompareAndSwap(old, w) {
+			return w
 		}
 	}
 }
 
-// connState is installed as http.Server.ConnState.
+// connState is installed as http.Server.ConnState. HTTP/2 reports its
+// connections through it too, once it has registered them: one that is
+// reported after the drain's GOAWAY went out gets its own.
 func (t *tracker) connState(c net.Conn, s http.ConnState) {
 	if tc := asTracked(c); tc != nil {
-		tc.setState(s)
+		if w := tc.setState(s); w&(h2Bit|toldBit) == h2Bit && t.draining.Load() && tc.setFlag(toldBit) {
+			t.goAway()
+		}
 	}
 }
 
@@ -106,15 +181,18 @@ type idleMark struct {
 
 // sweep closes the connections that have been idle (or new and silent) for
 // at least grace ticks without a state change, and returns how many
-// connections remain. Connections that are serving a request are left
-// alone; their responses carry "Connection: close".
+// connections remain. Connections that are serving a request, or whose
+// client has begun sending one, are left alone; their responses carry
+// "Connection: close". So are HTTP/2 connections, which close once their
+// streams are done after the GOAWAY the drain sent them. What is left is
+// closed when the drain times out.
 func (t *tracker) sweep(marks map[*trackedConn]idleMark, tick, grace int64) int {
 	t.mu.Lock()
 	var idle []*trackedConn
 	for c := range t.conns {
 		w := c.state.Load()
-		switch http.ConnState(w & 0xff) {
-		case http.StateNew, http.StateIdle:
+		switch {
+		case quiet(w) && w&(readBit|h2Bit) == 0:
 			m, ok := marks[c]
 			if !ok || m.word != w {
 				marks[c] = idleMark{word: w, since: tick}

@@ -32,6 +32,7 @@ func (r *runner) startDrain(final bool) {
 	r.draining.Store(true)
 	close(r.drainCh)
 	r.closeListeners()
+	r.track.startDrain()
 	if final && !r.worker() {
 		r.removeSocketFiles()
 	}

@@ -177,7 +177,7 @@ func (m *master) signal(sig os.Signal) {
 		m.stops++
 		switch {
 		case m.stopping == notStopping:
-			m.stop(stopFinal, "received "+sig.String())
+			m.stop(stopFinal, sig.String())
 		case m.stops >= 2 && !m.killed:
 			m.r.log.Warn("graceful: second stop signal; killing the workers", "signal", sig.String())
 			m.kill()

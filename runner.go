@@ -319,6 +319,7 @@ func (r *runner) serve() {
 			}
 			return context.WithValue(ctx, drainKey{}, r.drainCh)
 		}
+		r.track.setupHTTP2(srv)
 		tl := &trackedListener{Listener: sv.l, t: r.track}
 		go func(sv *served) {
 			var err error
@@ -458,7 +459,7 @@ func (r *runner) signal(sig os.Signal) {
 		r.stops++
 		switch {
 		case r.state == stateServing:
-			r.stop("received "+sig.String(), false)
+			r.stop(sig.String(), false)
 		case r.state == stateDelaying:
 			r.log.Warn("graceful: second stop signal; draining now", "signal", sig.String())
 			r.delay.Stop()
