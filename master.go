@@ -153,6 +153,7 @@ func (m *master) loop() error {
 			if succ := m.hot.settle(err); succ != nil {
 				r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
 				m.succ = succ
+				m.hot.answer(nil)
 				m.stop(stopReplaced, "handed over")
 			}
 		case <-timerC(m.limit):

@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -73,7 +73,8 @@ func (h *hotRestart) result() <-chan error {
 }
 
 // settle takes the outcome of the start: on success it hands over to the
-// successor and returns it; otherwise it reports why and returns nil, and
+// successor and returns it, leaving the Restart calls waiting for the
+// caller to answer; otherwise it reports why to them and returns nil, and
 // this process serves on.
 func (h *hotRestart) settle(err error) *successor {
 	succ := h.succ
@@ -88,7 +89,6 @@ func (h *hotRestart) settle(err error) *successor {
 	}
 	h.r.ended(nil)
 	h.r.successor.Store(int64(succ.pid()))
-	h.answer(nil)
 	return succ
 }
 
@@ -398,9 +398,22 @@ func (s *successor) release() {
 	}
 }
 
-// handshaking is set once this process, a successor or a worker, has begun
-// its side of the hand-over: from then on the start watch is over.
-var handshaking atomic.Bool
+// startWatch is the state of watchStart: the duplicate of the control
+// socket it watches, -1 once the hand-over has begun.
+var startWatch struct {
+	sync.Mutex
+	fd int
+}
+
+// stopStartWatch ends the start watch, as the hand-over begins.
+func stopStartWatch() {
+	startWatch.Lock()
+	defer startWatch.Unlock()
+	if startWatch.fd >= 0 {
+		closeFD(startWatch.fd)
+		startWatch.fd = -1
+	}
+}
 
 // handshake is the new side of the hand-over: it reports ready to the
 // process that started this one, waits for "go", then takes over the real
@@ -411,7 +424,7 @@ func (r *runner) handshake() (ctrl *os.File, br *bufio.Reader, orphaned bool, er
 	in := r.inh
 	ctrl, in.ctrl = in.ctrl, nil
 	ppid := in.desc.PPID
-	handshaking.Store(true)
+	stopStartWatch()
 	_, err = ctrl.Write([]byte(message{kind: msgReady, pid: os.Getpid()}.String() + "\n"))
 	br = bufio.NewReader(ctrl)
 	if err == nil {
@@ -457,20 +470,34 @@ func parentDied(ppid int) bool {
 // successor or a worker, until its hand-over begins. Such a process must
 // not outlive a start that failed: one not ready within the start timeout
 // its parent gave it exits, as it would have been killed; a worker whose
-// master died exits at once. ctrl is a duplicate of the control socket,
-// closed on return.
+// master died exits at once. ctrl is a duplicate of the control socket.
 func watchStart(d *inheritDesc, ctrl int) {
-	defer closeFD(ctrl)
+	startWatch.fd = ctrl
 	deadline := time.Now().Add(time.Duration(d.StartTimeout) * time.Millisecond)
-	for !handshaking.Load() {
+	for {
+		startWatch.Lock()
+		fd := startWatch.fd
+		startWatch.Unlock()
+		if fd < 0 {
+			return
+		}
 		if d.StartTimeout > 0 && time.Now().After(deadline) {
 			fmt.Fprintf(os.Stderr, "graceful: not ready within the start timeout (%dms) that process %d gave; exiting\n", d.StartTimeout, d.PPID)
 			os.Exit(1)
 		}
-		if peerClosed(ctrl, 100*time.Millisecond) && d.Worker && !handshaking.Load() {
+		if !waitReadable(fd, 100*time.Millisecond) {
+			continue
+		}
+		startWatch.Lock()
+		gone := startWatch.fd >= 0 && peerClosed(fd)
+		startWatch.Unlock()
+		if gone && d.Worker {
 			fmt.Fprintf(os.Stderr, "graceful: master %d went away before worker %d was ready; exiting\n", d.PPID, d.WorkerID)
 			os.Exit(1)
 		}
+		// A successor whose predecessor died may still become ready and
+		// serve: only the deadline ends it.
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -418,9 +418,11 @@ func (r *runner) loop() error {
 				r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
 				r.hooks = append(r.hooks, &r.s.hooks)
 				r.startDrain(false)
+				r.answerHanded()
 			}
 		case err := <-r.serveErr:
 			r.serving--
+			r.answerHanded()
 			if r.state != stateDraining {
 				r.log.Error("graceful: serving failed", "err", err)
 				r.fail = err
@@ -438,6 +440,15 @@ func (r *runner) loop() error {
 		case <-r.link.beats():
 			r.link.beat(r)
 		}
+	}
+}
+
+// answerHanded tells the Restart calls that a successor took over, once
+// this process has stopped accepting: whoever asked then reaches only the
+// successor.
+func (r *runner) answerHanded() {
+	if r.retired != nil && r.serving == 0 {
+		r.hot.answer(nil)
 	}
 }
 

@@ -15,4 +15,5 @@ func socketpair() (*os.File, *os.File, error)    { return nil, nil, ErrNotSuppor
 func dup2(int, int) error                        { return ErrNotSupported }
 func dupFD(int) int                              { return -1 }
 func closeFD(int)                                {}
-func peerClosed(int, time.Duration) bool         { time.Sleep(100 * time.Millisecond); return false }
+func waitReadable(int, time.Duration) bool       { time.Sleep(100 * time.Millisecond); return false }
+func peerClosed(int) bool                        { return false }

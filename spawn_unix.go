@@ -74,26 +74,18 @@ func dupFD(fd int) int {
 
 func closeFD(fd int) { unix.Close(fd) }
 
-// peerClosed waits up to wait for the other end of the stream socket fd to
-// close, and reports whether it has. It reads nothing.
-func peerClosed(fd int, wait time.Duration) bool {
+// waitReadable waits up to wait for fd to be readable, or closed at the
+// other end.
+func waitReadable(fd int, wait time.Duration) bool {
 	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	n, err := unix.Poll(p, int(wait/time.Millisecond))
-	if err != nil || n == 0 {
-		if err != nil && err != unix.EINTR {
-			time.Sleep(wait)
-		}
-		return false
-	}
-	if p[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-		return true
-	}
+	return err == nil && n > 0
+}
+
+// peerClosed reports whether the other end of the stream socket fd has
+// closed. It reads nothing.
+func peerClosed(fd int) bool {
 	var b [1]byte
-	k, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err == nil && k > 0 {
-		// The parent has spoken: the hand-over is under way.
-		time.Sleep(wait)
-		return false
-	}
-	return err == nil && k == 0
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err == nil && n == 0
 }
