@@ -1,6 +1,6 @@
 module github.com/gograceful/graceful/bench
 
-go 1.26.8
+go 1.23
 
 require github.com/gograceful/graceful v0.0.0
 
@@ -12,7 +12,7 @@ require (
 	github.com/facebookgo/grace v0.0.0-20180706040059-75cf19382434
 	github.com/facebookgo/httpdown v0.0.0-20180706035922-5979d39b15c2 // indirect
 	github.com/facebookgo/stats v0.0.0-20151006221625-1b76add642e4 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/sys v0.30.0 // indirect
 )
 
 replace github.com/gograceful/graceful => ../
