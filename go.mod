@@ -1,6 +1,6 @@
 module github.com/gograceful/graceful
 
-go 1.23
+go 1.24
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0

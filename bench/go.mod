@@ -1,6 +1,6 @@
 module github.com/gograceful/graceful/bench
 
-go 1.23
+go 1.24
 
 require github.com/gograceful/graceful v0.0.0
 
