@@ -243,7 +243,10 @@ func TestSlowStartNoWait(t *testing.T) {
 	require.NotEmpty(t, during)
 	maxDuring := during[len(during)-1]
 	t.Logf("steady p99 %s, max during restarts %s over %d requests", p99, maxDuring, len(during))
-	assert.LessOrEqual(t, maxDuring, p99+50*time.Millisecond, "a request waited on the successor's start-up")
+	// A request that waited on the successor's start-up would take about
+	// its start delay, 1 s; the bound is half that, so that a loaded
+	// 2-core machine's scheduling hiccups (tens of ms) do not count.
+	assert.Less(t, maxDuring, 500*time.Millisecond, "a request waited on the successor's start-up")
 }
 
 // TestFailedSuccessor: successors that exit, panic or never become ready
