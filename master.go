@@ -97,8 +97,6 @@ type master struct {
 func (r *runner) runMaster() error {
 	rel, err := r.resolveRelease(true)
 	if err != nil {
-		r.closeListeners()
-		r.ctl.close()
 		return fmt.Errorf("graceful: starting workers: %w", err)
 	}
 	m := &master{
@@ -112,10 +110,8 @@ func (r *runner) runMaster() error {
 		hot:      hotRestart{r: r},
 	}
 	defer func() { m.rel.close() }() // the release pinned last
-	if m.canGo && r.pidFile != "" {
-		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
-			r.closeListeners()
-			r.ctl.close()
+	if m.canGo {
+		if err := r.takeOver(); err != nil {
 			return err
 		}
 	}
@@ -434,20 +430,10 @@ func (m *master) allReady() bool {
 // its predecessor, and once told to go lets its workers accept.
 func (m *master) confirm() {
 	r := m.r
-	ctrl, _, orphaned, err := r.handshake()
-	if err != nil {
+	if err := r.takeOver(); err != nil {
 		m.fatal = err
 		m.stop(stopAbandon, "the hand-over was withdrawn")
 		return
-	}
-	ctrl.Close()
-	if orphaned && r.pidFile != "" {
-		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
-			r.log.Error("graceful: pidfile", "err", err)
-		}
-	}
-	if orphaned {
-		r.notify.mainPID(os.Getpid())
 	}
 	m.canGo = true
 	for _, w := range m.slots {

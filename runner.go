@@ -146,8 +146,11 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 		r.log.Warn("graceful: ignored the inherited environment", "reason", inh.stale)
 	}
 	fail := func(err error) error {
-		r.closeListeners()
-		r.ctl.close()
+		if err != nil && err != http.ErrServerClosed {
+			// Serving never started, or ended without a drain.
+			r.closeListeners()
+			r.ctl.close()
+		}
 		return err
 	}
 	if err := r.listen(l, useTLS, certFile, keyFile); err != nil {
@@ -164,7 +167,7 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	if r.worker() {
 		r.handleSignals(notifyWorkerSignals)
 		defer stopSignals(r.sigs)
-		return r.runWorker()
+		return fail(r.runWorker())
 	}
 	r.notify = newNotifier(r.log)
 	defer r.notify.stopPings()
@@ -176,7 +179,7 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	if s.Workers > 0 && clusterSupported {
 		r.handleSignals(notifyMasterSignals)
 		defer stopSignals(r.sigs)
-		return r.runMaster()
+		return fail(r.runMaster())
 	}
 	if s.Workers > 0 {
 		r.log.Warn("graceful: workers need Unix; serving in single mode", "workers", s.Workers)

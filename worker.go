@@ -29,13 +29,11 @@ func (r *runner) runWorker() error {
 	r.s.mu.Unlock()
 	for i, f := range boot {
 		if err := callHook(f); err != nil {
-			r.closeListeners()
 			return fmt.Errorf("graceful: OnWorkerBoot hook %d: %w", i, err)
 		}
 	}
 	ctrl, br, _, err := r.handshake()
 	if err != nil {
-		r.closeListeners()
 		return err
 	}
 	l := &masterLink{ctrl: ctrl, msgs: make(chan message), ticker: time.NewTicker(time.Duration(d.Heartbeat) * time.Millisecond)}
