@@ -241,7 +241,7 @@ func (m *master) phased(by string, done chan error) {
 func (m *master) start(id, gen int, rel release) *worker {
 	w := &worker{id: id, gen: gen, started: time.Now()}
 	spec := &inheritDesc{WorkerID: id, Gen: gen, Heartbeat: int(m.r.s.heartbeat() / time.Millisecond)}
-	p, err := m.r.spawn(spawnSpec{rel: rel, timeout: m.r.s.workerBootTimeout(), worker: spec})
+	p, err := m.r.spawnFn(spawnSpec{rel: rel, timeout: m.r.s.workerBootTimeout(), worker: spec})
 	if err != nil {
 		go func() { m.events <- masterEvent{w: w, kind: evBootFailed, err: err} }()
 		return w
@@ -451,7 +451,7 @@ func (m *master) tick(now time.Time) {
 	for _, w := range m.slots {
 		if w.state == wReady && w.goSent && now.Sub(w.lastBeat) > s.workerTimeout() {
 			m.r.log.Error("graceful: worker missed its heartbeat; killing it", "worker", w.id, "pid", w.pid(), "silent", now.Sub(w.lastBeat).Round(time.Millisecond))
-			w.p.cmd.Process.Kill()
+			w.p.signal(os.Kill)
 			w.lastBeat = now // its exit event follows
 		}
 	}
@@ -459,7 +459,7 @@ func (m *master) tick(now time.Time) {
 	for w := range m.draining {
 		if w.p != nil && now.Sub(w.drainAt) > limit {
 			m.r.log.Error("graceful: worker still draining; killing it", "worker", w.id, "pid", w.pid())
-			w.p.cmd.Process.Kill()
+			w.p.signal(os.Kill)
 			w.drainAt = now
 		}
 	}
@@ -531,7 +531,7 @@ func (m *master) kill() {
 	m.killed = true
 	for w := range m.draining {
 		if w.p != nil {
-			w.p.cmd.Process.Kill()
+			w.p.signal(os.Kill)
 		}
 	}
 }

@@ -129,7 +129,8 @@ func answer(done chan error, err error) {
 // successor is a process this one started, a successor taking over or a
 // worker of this master, from its start until it exits.
 type successor struct {
-	cmd    *exec.Cmd
+	pidN   int
+	signal func(os.Signal) error // the process's, to kill it
 	ctrl   *os.File
 	br     *bufio.Reader // reads ctrl
 	rel    release       // what it was started from
@@ -141,7 +142,7 @@ type successor struct {
 	err    error // the process's exit, valid once exited is closed
 }
 
-func (s *successor) pid() int { return s.cmd.Process.Pid }
+func (s *successor) pid() int { return s.pidN }
 
 func (s *successor) exe() string { return s.rel.exe }
 
@@ -162,11 +163,20 @@ func (r *runner) startSuccessor() (*successor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("graceful: restart: %w", err)
 	}
-	succ, err := r.spawn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
+	succ, err := r.spawnFn(spawnSpec{rel: rel, timeout: durationOr(r.s.StartTimeout, DefaultStartTimeout)})
 	if err != nil {
 		return nil, fmt.Errorf("graceful: restart: %w", err)
 	}
 	return succ, nil
+}
+
+// spawnFn starts a child: r.spawn, or in tests of the state machines a
+// fake child in this process.
+func (r *runner) spawnFn(sp spawnSpec) (*successor, error) {
+	if r.spawner != nil {
+		return r.spawner(sp)
+	}
+	return r.spawn(sp)
 }
 
 // spawn starts a new process of the program with the same arguments and
@@ -245,7 +255,8 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
 	}
 	s := &successor{
-		cmd:    cmd,
+		pidN:   cmd.Process.Pid,
+		signal: cmd.Process.Signal,
 		ctrl:   ours,
 		br:     bufio.NewReader(ours),
 		result: make(chan error, 1),
@@ -348,8 +359,9 @@ func (s *successor) output() string {
 	return ""
 }
 
+// kill kills the process and waits for it to be reaped.
 func (s *successor) kill() {
-	s.cmd.Process.Kill()
+	s.signal(os.Kill)
 	<-s.exited
 }
 

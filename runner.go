@@ -62,6 +62,8 @@ type runner struct {
 	fail    error        // why serving failed, if it did
 	link    *masterLink  // a worker's link to its master
 	hooks   []*[]func()  // hook lists to run once drained
+
+	spawner func(spawnSpec) (*successor, error) // tests' fake children; nil: spawn
 }
 
 type runState int
