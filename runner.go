@@ -478,9 +478,7 @@ func (r *runner) signal(sig os.Signal) {
 			r.stop(sig.String(), false)
 		case r.state == stateDelaying:
 			r.log.Warn("graceful: second stop signal; draining now", "signal", sig.String())
-			r.delay.Stop()
-			r.delay = nil
-			r.startDrain(true)
+			r.stop(sig.String(), true)
 		case r.stops >= 2:
 			r.log.Warn("graceful: second stop signal; closing the remaining connections", "signal", sig.String())
 			r.drain.force()
@@ -502,9 +500,7 @@ func (r *runner) request(req request) {
 		}
 	case reqClose:
 		r.waiters = append(r.waiters, req.done)
-		if r.state != stateDraining {
-			r.stop("Close called", true)
-		}
+		r.stop("Close called", true)
 		r.drain.force()
 	case reqRestart:
 		switch {
@@ -533,8 +529,19 @@ func (r *runner) stateName() string {
 }
 
 // stop begins a stop for good: no successor takes over. now skips
-// ShutdownDelay.
+// ShutdownDelay, or ends it. A stop already under way goes on.
 func (r *runner) stop(why string, now bool) {
+	switch r.state {
+	case stateDraining:
+		return
+	case stateDelaying:
+		if now {
+			r.delay.Stop()
+			r.delay = nil
+			r.startDrain(true)
+		}
+		return
+	}
 	r.hot.abort(why)
 	r.log.Info("graceful: shutting down", "reason", why, "pid", os.Getpid())
 	r.stopping.Store(true)

@@ -96,26 +96,18 @@ func (r *runner) order(m message, ok bool) {
 		r.link.msgs = nil
 		r.log.Warn("graceful: master gone; draining", "master", r.inh.desc.PPID)
 	}
-	if r.state == stateDraining {
-		return
-	}
-	if r.delay != nil && (!ok || m.kind != msgStop) {
-		r.delay.Stop()
-		r.delay = nil
-	}
 	switch {
 	case ok && m.kind == msgStop:
-		if r.state == stateServing {
-			// The master stops for good: not ready from now, serving on
-			// for ShutdownDelay.
-			r.stop("the master is stopping", false)
-		}
+		// The master stops for good: not ready from now, serving on for
+		// ShutdownDelay.
+		r.stop("the master is stopping", false)
+	case r.state == stateDraining:
 	case ok && m.kind == msgReplace:
-		r.hooks = []*[]func(){&r.s.hooks, &r.s.workerHooks}
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", true)
-		r.startDrain(false)
+		r.hooks = []*[]func(){&r.s.hooks, &r.s.workerHooks}
+		r.stop("replaced", true)
 	case !ok || m.kind == msgDrain:
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", false)
-		r.startDrain(false)
+		r.stop("told to drain", true)
 	}
 }
