@@ -16,6 +16,7 @@ package loadgen
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +46,9 @@ const (
 // Config says what load to drive. Every client stops at Duration or after
 // MaxRequests, whichever comes first.
 type Config struct {
-	Network string // "tcp" (default) or "unix"
-	Addr    string // host:port, or a socket path
+	Network string      // "tcp" (default) or "unix"
+	Addr    string      // host:port, or a socket path
+	TLS     *tls.Config // if set, HTTP/1.1 over TLS
 
 	KeepAlive int // clients sending POST with a body on persistent connections
 	Fresh     int // clients opening a new connection per request
@@ -78,6 +80,7 @@ type Sample struct {
 	Slow    bool
 	Fresh   bool // sent by a client that opens a connection per request
 	Idle    bool // sent by an idle client
+	Client  int  // which client sent it, counted from 1 in Start
 	Reused  bool // sent on a connection an earlier request used
 	// Gap is how long the connection had been idle when the request was
 	// sent on it, for a reused connection.
@@ -136,11 +139,14 @@ func Start(cfg Config) *Gen {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
 	g := &Gen{cancel: cancel}
+	clients := 0
 	run := func(method, path string, body []byte, keep, slow bool, idle int) {
+		clients++
+		id := clients
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			c := &Client{Network: cfg.Network, Addr: cfg.Addr, Timeout: cfg.Timeout, check: cfg.Check}
+			c := &Client{Network: cfg.Network, Addr: cfg.Addr, Timeout: cfg.Timeout, TLS: cfg.TLS, check: cfg.Check}
 			defer c.Close()
 			var rng *rand.Rand
 			if idle > 0 {
@@ -162,7 +168,7 @@ func Start(cfg Config) *Gen {
 				}
 				s := c.Do(method, path, body, keep)
 				g.done.Add(1)
-				s.Slow, s.Fresh, s.Idle = slow, !keep, idle > 0
+				s.Slow, s.Fresh, s.Idle, s.Client = slow, !keep, idle > 0, id
 				if s.Idle && s.Reused && s.Gap >= cfg.IdleGap*5/4 && c.lastRead == 0 && (s.Fail == EOF || s.Fail == Reset) {
 					s.IdleClosed, s.Fail = true, ""
 				}
@@ -228,6 +234,7 @@ func (g *Gen) Wait() *Result {
 type Client struct {
 	Network, Addr string
 	Timeout       time.Duration
+	TLS           *tls.Config // if set, HTTP/1.1 over TLS
 
 	check    func(path, pid string, body []byte) error
 	conn     net.Conn
@@ -298,6 +305,9 @@ func (c *Client) do(method, path string, body []byte, keep bool) (response, erro
 		conn, err := net.DialTimeout(c.Network, c.Addr, c.Timeout)
 		if err != nil {
 			return response{}, err
+		}
+		if c.TLS != nil {
+			conn = tls.Client(conn, c.TLS)
 		}
 		c.conn, c.used = conn, false
 		c.br = bufio.NewReader(countingReader{conn, &c.lastRead})
