@@ -90,6 +90,7 @@ func TestPhasedRestartUnderLoad(t *testing.T) {
 			require.NoError(t, err)
 			gen := loadgen.Start(loadgen.Config{
 				Addr: s.Addr(), KeepAlive: 3, Fresh: 2, Slow: 2, SlowPath: "/sleep?ms=150",
+				Idle: 4, IdleGap: 200 * time.Millisecond, Check: checkBody,
 				Duration: 120 * time.Second,
 			})
 			prev := map[string]bool{}
@@ -110,7 +111,9 @@ func TestPhasedRestartUnderLoad(t *testing.T) {
 			assert.Eventually(t, func() bool { fdsAfter, _ = proc.FDCount(master); return fdsAfter == fdsBefore },
 				5*time.Second, 5*time.Millisecond, "the master's descriptors after 20 phases: %d, before %d", fdsAfter, fdsBefore)
 			stop(t, s)
-			assertNoFailures(t, res)
+			assertServed(t, res, 2000*n) // some 5,000 per worker
+			assert.GreaterOrEqual(t, drainAnnounced(res), 20, "responses during the drains said Connection: close")
+			assert.GreaterOrEqual(t, idleSurvived(res, 50*time.Millisecond), 5, "idle connections used during a drain")
 			assert.Less(t, res.LongestGap(), 500*time.Millisecond)
 			t.Logf("%d requests, %d failed, longest gap %s", res.Requests(), res.Failed(), res.LongestGap())
 		})
@@ -124,7 +127,8 @@ func TestClusterHotRestart(t *testing.T) {
 	events := filepath.Join(t.TempDir(), "events")
 	s := start(t, server, "TS_WORKERS=2", "TS_DRAIN_IDLE=200ms", "TS_EVENTS="+events, "TS_HOOKS=log")
 	waitAllGen(t, s, 0)
-	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 3, Fresh: 2, Slow: 1, SlowPath: "/sleep?ms=150", Duration: 60 * time.Second})
+	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 3, Fresh: 2, Slow: 1, SlowPath: "/sleep?ms=150",
+		Idle: 4, IdleGap: 200 * time.Millisecond, Check: checkBody, Duration: 60 * time.Second})
 	var masters []int
 	for i := 0; i < 5; i++ {
 		old, master, err := s.Restart(15 * time.Second)
@@ -136,7 +140,8 @@ func TestClusterHotRestart(t *testing.T) {
 	}
 	res := gen.Stop()
 	stop(t, s)
-	assertNoFailures(t, res)
+	assertServed(t, res, 2500)
+	assert.GreaterOrEqual(t, drainAnnounced(res), 5, "responses during the drains said Connection: close")
 
 	// OnRestart ran in the replaced workers after they drained, and in the
 	// replaced masters.
@@ -157,7 +162,7 @@ func TestPhaseBadRelease(t *testing.T) {
 	mode := filepath.Join(t.TempDir(), "mode")
 	s := start(t, server, "TS_WORKERS=2", "TS_MODE_FILE="+mode, "TS_DRAIN_IDLE=200ms")
 	before := waitAllGen(t, s, 0)
-	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 3, Fresh: 1, Duration: 60 * time.Second})
+	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 3, Fresh: 1, Check: checkBody, Duration: 60 * time.Second})
 	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
 	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
 	waitOutput(t, s, "phased restart stopped: the new worker 0 failed to boot")
@@ -172,7 +177,7 @@ func TestPhaseBadRelease(t *testing.T) {
 	waitAllGen(t, s, 2)
 	res := gen.Stop()
 	stop(t, s)
-	assertNoFailures(t, res)
+	assertServed(t, res, 700)
 }
 
 // TestWorkerSupervision: a killed worker and a hung one are replaced; a
@@ -404,7 +409,7 @@ func TestDirectoryDeploy(t *testing.T) {
 	s := start(t, filepath.Join(current, "bin", "app"), "TS_WORKERS=2", "TS_DIRECTORY="+current, "TS_DRAIN_IDLE=100ms")
 	s.Bin = filepath.Join(root, "releases", "r1", "bin", "app") // as /proc shows it
 	assert.Equal(t, "r1", probe(t, s.Addr()).build)
-	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Duration: 60 * time.Second})
+	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Check: checkBody, Duration: 60 * time.Second})
 
 	// r2 by a phased restart, after r1 has been deleted.
 	link("r2")
@@ -425,7 +430,7 @@ func TestDirectoryDeploy(t *testing.T) {
 	// A worker respawned after a crash, or added, runs the release of the
 	// last completed phase, r2, even with the link moved on to r3. (The
 	// load pauses: a killed worker's requests are lost.)
-	assertNoFailures(t, gen.Stop())
+	assertServed(t, gen.Stop(), 130)
 	link("r3")
 	p := probe(t, s.Addr())
 	victim, _ := strconv.Atoi(p.pid)
@@ -440,7 +445,7 @@ func TestDirectoryDeploy(t *testing.T) {
 	}
 
 	// r3 by a hot restart: a new master and new workers.
-	gen = loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Duration: 60 * time.Second})
+	gen = loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Check: checkBody, Duration: 60 * time.Second})
 	old, master, err := s.Restart(15 * time.Second)
 	require.NoError(t, err)
 	require.NoError(t, proc.WaitGone(old, 15*time.Second))
@@ -454,7 +459,7 @@ func TestDirectoryDeploy(t *testing.T) {
 	res := gen.Stop()
 	s.Bin = exe
 	stop(t, s)
-	assertNoFailures(t, res)
+	assertServed(t, res, 140)
 	for _, r := range []string{"r2", "r3"} {
 		assert.Empty(t, proc.Running(filepath.Join(root, "releases", r, "bin", "app")))
 	}

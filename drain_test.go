@@ -183,3 +183,75 @@ func TestHooksContained(t *testing.T) {
 	assert.Equal(t, []int{1, 4}, order)
 	assert.Less(t, time.Since(start), time.Second)
 }
+
+// hookConn is a connection that calls onClose when it is closed.
+type hookConn struct {
+	net.Conn
+	onClose func()
+}
+
+func (c *hookConn) Close() error {
+	c.onClose()
+	return c.Conn.Close()
+}
+
+// idleConns adds n connections to tr, idle, each of which calls onClose
+// with itself when it is closed.
+func idleConns(t *testing.T, tr *tracker, n int, onClose func(*trackedConn)) []*trackedConn {
+	var conns []*trackedConn
+	for i := 0; i < n; i++ {
+		a, b := net.Pipe()
+		t.Cleanup(func() { b.Close() })
+		hc := &hookConn{Conn: a}
+		tc := tr.add(hc)
+		hc.onClose = func() { onClose(tc) }
+		tc.setState(http.StateIdle)
+		conns = append(conns, tc)
+	}
+	return conns
+}
+
+// TestSweepRechecksBeforeClosing: the drain closes a connection only if it
+// is still idle when it closes it. Here a request arrives on the other
+// connection while the sweep closes the first one it found idle: that
+// other connection must stay open, or the request is lost.
+func TestSweepRechecksBeforeClosing(t *testing.T) {
+	tr := newTracker()
+	closed := map[*trackedConn]bool{}
+	var conns []*trackedConn
+	conns = idleConns(t, tr, 2, func(me *trackedConn) {
+		closed[me] = true
+		for _, c := range conns {
+			if !closed[c] {
+				c.setState(http.StateActive) // a request begins on it
+			}
+		}
+	})
+	marks := map[*trackedConn]idleMark{}
+	const grace = 3
+	for tick := int64(0); tick < grace; tick++ {
+		require.Equal(t, 2, tr.sweep(marks, tick, grace), "closed before the grace at tick %d", tick)
+	}
+	assert.Equal(t, 1, tr.sweep(marks, grace, grace), "connections left after the grace")
+	assert.Len(t, closed, 1, "a connection that became active after the sweep looked at it was closed")
+}
+
+// TestSweepCountsIdleFromLastUse: a connection's idle time starts again at
+// each use, even one the sweep did not see between two ticks.
+func TestSweepCountsIdleFromLastUse(t *testing.T) {
+	tr := newTracker()
+	closed := 0
+	conns := idleConns(t, tr, 1, func(*trackedConn) { closed++ })
+	marks := map[*trackedConn]idleMark{}
+	const grace = 3
+	require.Equal(t, 1, tr.sweep(marks, 0, grace))
+	// A whole request between ticks 0 and 1.
+	conns[0].setState(http.StateActive)
+	conns[0].setState(http.StateIdle)
+	for tick := int64(1); tick <= grace; tick++ {
+		require.Equal(t, 1, tr.sweep(marks, tick, grace), "closed at tick %d, idle since tick 1 with a grace of %d", tick, grace)
+	}
+	assert.Zero(t, closed)
+	assert.Equal(t, 0, tr.sweep(marks, grace+1, grace), "idle for the grace since its last use")
+	assert.Equal(t, 1, closed)
+}

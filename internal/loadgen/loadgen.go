@@ -2,14 +2,25 @@
 // every failure. Its client speaks HTTP over a plain connection and never
 // retries, so a request lost to a connection race is counted, not hidden the
 // way net/http's transport hides it for idempotent requests.
+//
+// Besides clients that send back to back, it has idle clients: they pause
+// between requests for random gaps around the server's DrainIdleTimeout and
+// then reuse their connection without first checking whether the server
+// closed it, so that a drain's handling of idle connections is exercised
+// under load. A request sent after a short gap (under 3/4 of the timeout)
+// must be answered; one sent after a long gap (1¼ to 2 times the timeout)
+// may find its connection closed, which is counted apart (IdleClosed), not
+// as a failure.
 package loadgen
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -27,20 +38,34 @@ const (
 	Reset   = "reset"
 	EOF     = "eof"
 	Timeout = "timeout"
-	Status  = "5xx"
+	Status  = "status" // an unexpected status code
+	Body    = "body"   // a response the Check function refused
 	Other   = "other"
 )
 
 // Config says what load to drive. Every client stops at Duration or after
 // MaxRequests, whichever comes first.
 type Config struct {
-	Network string // "tcp" (default) or "unix"
-	Addr    string // host:port, or a socket path
+	Network string      // "tcp" (default) or "unix"
+	Addr    string      // host:port, or a socket path
+	TLS     *tls.Config // if set, HTTP/1.1 over TLS
 
 	KeepAlive int // clients sending POST with a body on persistent connections
 	Fresh     int // clients opening a new connection per request
 	Slow      int // keep-alive clients sending GET SlowPath
 	SlowPath  string
+
+	// Idle clients send GET / on a persistent connection, pausing before
+	// each request on a reused connection for a random gap in [0, ¾IdleGap)
+	// or [1¼IdleGap, 2IdleGap). IdleGap should be the server's
+	// DrainIdleTimeout; it is required when Idle is set.
+	Idle    int
+	IdleGap time.Duration
+
+	// Check, if set, checks the body of every response with status 200;
+	// an error it returns makes the request a failure of kind Body. pid is
+	// the response's X-Pid header.
+	Check func(path, pid string, body []byte) error
 
 	Timeout     time.Duration // per request; default 5 s
 	Duration    time.Duration // default 30 s
@@ -53,9 +78,22 @@ type Sample struct {
 	Latency time.Duration
 	PID     string // X-Pid of the response
 	Slow    bool
-	Fresh   bool   // sent on a new connection
-	Fail    string // "" or a failure kind
-	Detail  string
+	Fresh   bool // sent by a client that opens a connection per request
+	Idle    bool // sent by an idle client
+	Client  int  // which client sent it, counted from 1 in Start
+	Reused  bool // sent on a connection an earlier request used
+	// Gap is how long the connection had been idle when the request was
+	// sent on it, for a reused connection.
+	Gap time.Duration
+	// Closed: the response said "Connection: close".
+	Closed bool
+	// IdleClosed: the request was sent after a long gap on a connection
+	// that the server had closed, and nothing of a response came back. A
+	// client that never checks its idle connections loses such requests
+	// with any server; they are not failures.
+	IdleClosed bool
+	Fail       string // "" or a failure kind
+	Detail     string
 }
 
 // Gen is load under way.
@@ -101,17 +139,39 @@ func Start(cfg Config) *Gen {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
 	g := &Gen{cancel: cancel}
-	run := func(method, path string, body []byte, keep, slow bool) {
+	clients := 0
+	run := func(method, path string, body []byte, keep, slow bool, idle int) {
+		clients++
+		id := clients
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			c := &Client{Network: cfg.Network, Addr: cfg.Addr, Timeout: cfg.Timeout}
+			c := &Client{Network: cfg.Network, Addr: cfg.Addr, Timeout: cfg.Timeout, TLS: cfg.TLS, check: cfg.Check}
 			defer c.Close()
+			var rng *rand.Rand
+			if idle > 0 {
+				rng = rand.New(rand.NewPCG(uint64(idle), 0x6c6f6164))
+			}
 			var local []Sample
 			for i := 0; i < cfg.MaxRequests && ctx.Err() == nil; i++ {
+				if rng != nil && c.conn != nil {
+					// Around the drain's idle timeout, but never
+					// within a quarter of it: a request there could
+					// meet the close either way.
+					gap := time.Duration(rng.Float64() * 1.5 * float64(cfg.IdleGap))
+					if gap >= cfg.IdleGap*3/4 {
+						gap += cfg.IdleGap / 2
+					}
+					if !sleep(ctx, gap) {
+						break
+					}
+				}
 				s := c.Do(method, path, body, keep)
 				g.done.Add(1)
-				s.Slow, s.Fresh = slow, !keep
+				s.Slow, s.Fresh, s.Idle, s.Client = slow, !keep, idle > 0, id
+				if s.Idle && s.Reused && s.Gap >= cfg.IdleGap*5/4 && c.lastRead == 0 && (s.Fail == EOF || s.Fail == Reset) {
+					s.IdleClosed, s.Fail = true, ""
+				}
 				local = append(local, s)
 			}
 			g.mu.Lock()
@@ -119,16 +179,34 @@ func Start(cfg Config) *Gen {
 			g.mu.Unlock()
 		}()
 	}
+	if cfg.Idle > 0 && cfg.IdleGap <= 0 {
+		panic("loadgen: Idle clients need IdleGap")
+	}
 	for i := 0; i < cfg.KeepAlive; i++ {
-		run("POST", "/", []byte("ping"), true, false)
+		run("POST", "/", []byte("ping"), true, false, 0)
 	}
 	for i := 0; i < cfg.Fresh; i++ {
-		run("GET", "/", nil, false, false)
+		run("GET", "/", nil, false, false, 0)
 	}
 	for i := 0; i < cfg.Slow; i++ {
-		run("GET", cfg.SlowPath, nil, true, true)
+		run("GET", cfg.SlowPath, nil, true, true, 0)
+	}
+	for i := 0; i < cfg.Idle; i++ {
+		run("GET", "/", nil, true, false, i+1)
 	}
 	return g
+}
+
+// sleep waits for d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Stop stops the clients, waits for their last requests and returns every
@@ -151,13 +229,19 @@ func (g *Gen) Wait() *Result {
 	return &Result{Samples: g.res, Stopped: stopped}
 }
 
-// Client is a minimal HTTP/1.1 client that never retries.
+// Client is a minimal HTTP/1.1 client that never retries, and never checks
+// whether an idle connection is still open before it reuses it.
 type Client struct {
 	Network, Addr string
 	Timeout       time.Duration
+	TLS           *tls.Config // if set, HTTP/1.1 over TLS
 
-	conn net.Conn
-	br   *bufio.Reader
+	check    func(path, pid string, body []byte) error
+	conn     net.Conn
+	br       *bufio.Reader
+	used     bool      // a request has been sent on conn
+	idleFrom time.Time // when conn's last response ended
+	lastRead int64     // bytes of the last request's response read
 }
 
 // Close closes the client's connection.
@@ -170,28 +254,65 @@ func (c *Client) Close() {
 
 // Do sends one request and reads its response. keep asks for the
 // connection to be kept; the server's "Connection: close" is honoured.
+// Any status but 200 is a failure.
 func (c *Client) Do(method, path string, body []byte, keep bool) Sample {
 	s := Sample{Start: time.Now()}
-	pid, status, err := c.do(method, path, body, keep)
+	if c.conn != nil && c.used {
+		s.Reused, s.Gap = true, s.Start.Sub(c.idleFrom)
+	}
+	r, err := c.do(method, path, body, keep)
 	s.Latency = time.Since(s.Start)
-	s.PID = pid
-	if err != nil {
+	s.PID, s.Closed = r.pid, r.close
+	switch {
+	case err != nil:
 		c.Close()
 		s.Fail, s.Detail = Classify(err), err.Error()
-	} else if status >= 500 {
-		s.Fail, s.Detail = Status, fmt.Sprintf("status %d", status)
+	case r.status != http.StatusOK:
+		s.Fail, s.Detail = Status, fmt.Sprintf("status %d: %.200q", r.status, r.body)
+	case c.check != nil:
+		if err := c.check(path, r.pid, r.body); err != nil {
+			s.Fail, s.Detail = Body, err.Error()
+		}
+	}
+	if s.Fail != "" && s.Reused {
+		s.Detail += fmt.Sprintf(" (on a connection reused after %s idle)", s.Gap.Round(time.Millisecond))
 	}
 	return s
 }
 
-func (c *Client) do(method, path string, body []byte, keep bool) (string, int, error) {
+type response struct {
+	pid    string
+	status int
+	close  bool
+	body   []byte
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (cr countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	*cr.n += int64(n)
+	return n, err
+}
+
+func (c *Client) do(method, path string, body []byte, keep bool) (response, error) {
+	c.lastRead = 0
 	if c.conn == nil {
 		conn, err := net.DialTimeout(c.Network, c.Addr, c.Timeout)
 		if err != nil {
-			return "", 0, err
+			return response{}, err
 		}
-		c.conn, c.br = conn, bufio.NewReader(conn)
+		if c.TLS != nil {
+			conn = tls.Client(conn, c.TLS)
+		}
+		c.conn, c.used = conn, false
+		c.br = bufio.NewReader(countingReader{conn, &c.lastRead})
 	}
+	c.used = true
 	c.conn.SetDeadline(time.Now().Add(c.Timeout))
 	var req strings.Builder
 	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: loadgen\r\n", method, path)
@@ -204,21 +325,23 @@ func (c *Client) do(method, path string, body []byte, keep bool) (string, int, e
 	req.WriteString("\r\n")
 	req.Write(body)
 	if _, err := io.WriteString(c.conn, req.String()); err != nil {
-		return "", 0, err
+		return response{}, err
 	}
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
-		return "", 0, err
+		return response{}, err
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
+	r := response{pid: resp.Header.Get("X-Pid"), status: resp.StatusCode, close: resp.Close}
+	r.body, err = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return "", 0, err
+		return r, err
 	}
 	if resp.Close || !keep {
 		c.Close()
 	}
-	return resp.Header.Get("X-Pid"), resp.StatusCode, nil
+	c.idleFrom = time.Now()
+	return r, nil
 }
 
 // Classify names the kind of a request's error.
@@ -245,6 +368,28 @@ type Result struct {
 
 // Requests counts the samples.
 func (r *Result) Requests() int { return len(r.Samples) }
+
+// Served counts the requests that were answered as expected.
+func (r *Result) Served() int {
+	n := 0
+	for _, s := range r.Samples {
+		if s.Fail == "" && !s.IdleClosed {
+			n++
+		}
+	}
+	return n
+}
+
+// Count counts the samples for which keep returns true.
+func (r *Result) Count(keep func(Sample) bool) int {
+	n := 0
+	for _, s := range r.Samples {
+		if keep(s) {
+			n++
+		}
+	}
+	return n
+}
 
 // Failures counts the failed samples by kind.
 func (r *Result) Failures() map[string]int {
@@ -292,7 +437,7 @@ func (w Window) In(s Sample) bool {
 func (r *Result) Latencies(keep func(Sample) bool) []time.Duration {
 	var l []time.Duration
 	for _, s := range r.Samples {
-		if s.Fail == "" && !s.Slow && (keep == nil || keep(s)) {
+		if s.Fail == "" && !s.IdleClosed && !s.Slow && (keep == nil || keep(s)) {
 			l = append(l, s.Latency)
 		}
 	}
@@ -315,7 +460,7 @@ func (r *Result) PIDs() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, s := range r.Samples {
-		if s.Fail == "" && s.PID != "" && !seen[s.PID] {
+		if s.Fail == "" && !s.IdleClosed && s.PID != "" && !seen[s.PID] {
 			seen[s.PID] = true
 			out = append(out, s.PID)
 		}
@@ -331,7 +476,7 @@ func (r *Result) LongestGap() time.Duration {
 	}
 	ends := []time.Time{r.Samples[0].Start, r.Stopped}
 	for _, s := range r.Samples {
-		if end := s.Start.Add(s.Latency); s.Fail == "" && end.Before(r.Stopped) {
+		if end := s.Start.Add(s.Latency); s.Fail == "" && !s.IdleClosed && end.Before(r.Stopped) {
 			ends = append(ends, end)
 		}
 	}
