@@ -3,7 +3,6 @@ package graceful
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"sort"
 	"time"
@@ -88,9 +87,6 @@ type master struct {
 	stops    int         // stop signals since the stop began
 	limit    *time.Timer // the stop's bound
 	killed   bool
-	waiters  []chan error
-	fatal    error
-	succ     *successor // the new master, after a hot restart
 }
 
 // runMaster runs the master of a cluster until it is replaced or stopped.
@@ -148,7 +144,8 @@ func (m *master) loop() error {
 		case err := <-m.hot.result():
 			if succ := m.hot.settle(err); succ != nil {
 				r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
-				m.succ = succ
+				r.retired = succ
+				r.hooks = append(r.hooks, &r.s.hooks)
 				m.hot.answer(nil)
 				m.stop(stopReplaced, "handed over")
 			}
@@ -190,7 +187,7 @@ func (m *master) request(req request) {
 	case reqStatus:
 		req.status <- m.status()
 	case reqShutdown, reqClose:
-		m.waiters = append(m.waiters, req.done)
+		m.r.waiters = append(m.r.waiters, req.done)
 		if m.stopping == notStopping {
 			m.stop(stopFinal, "Shutdown called")
 		}
@@ -393,8 +390,8 @@ func (m *master) event(ev masterEvent) {
 		if m.slots[w.id] == w {
 			delete(m.slots, w.id)
 			if !m.canGo {
-				m.fatal = fmt.Errorf("graceful: worker %d failed to boot: %w", w.id, ev.err)
-				log.Error("graceful: new master could not start its workers", "err", m.fatal)
+				m.r.fail = fmt.Errorf("graceful: worker %d failed to boot: %w", w.id, ev.err)
+				log.Error("graceful: new master could not start its workers", "err", m.r.fail)
 				m.stop(stopAbandon, "workers failed to boot")
 				return
 			}
@@ -431,7 +428,7 @@ func (m *master) allReady() bool {
 func (m *master) confirm() {
 	r := m.r
 	if err := r.takeOver(); err != nil {
-		m.fatal = err
+		m.r.fail = err
 		m.stop(stopAbandon, "the hand-over was withdrawn")
 		return
 	}
@@ -538,29 +535,12 @@ func (m *master) kill() {
 
 // end finishes the run once every worker has exited.
 func (m *master) end() error {
-	r := m.r
 	m.limit.Stop()
-	r.closeListeners()
-	switch m.stopping {
-	case stopReplaced:
-		r.runServerHooks(&r.s.hooks)
-		m.succ.release()
-		r.log.Info("graceful: master retired", "pid", os.Getpid())
-	case stopFinal:
-		r.removeSocketFiles()
-		if r.pidFile != "" {
-			removePIDFile(r.pidFile, os.Getpid())
-		}
-		r.log.Info("graceful: stopped", "pid", os.Getpid())
+	m.r.closeListeners()
+	if m.stopping == stopFinal {
+		m.r.removeSocketFiles()
 	}
-	for _, w := range m.waiters {
-		w <- nil
-	}
-	r.ctl.close()
-	if m.fatal != nil {
-		return m.fatal
-	}
-	return http.ErrServerClosed
+	return m.r.end()
 }
 
 // status is the master's Status, with its workers.
