@@ -34,9 +34,14 @@ func takeHanded() handed {
 	if !ok {
 		return handed{}
 	}
-	if _, ok := os.LookupEnv("LISTEN_PID"); ok {
+	if pid, ok := os.LookupEnv("LISTEN_PID"); ok {
 		// systemd: the go-systemd package checks LISTEN_PID against
-		// this process and removes the variables.
+		// this process and removes the variables; the count is checked
+		// first, so that no descriptor the process does not own is
+		// touched.
+		if n, err := strconv.Atoi(count); pid == strconv.Itoa(os.Getpid()) && (err != nil || n < 0 || n > maxListeners) {
+			return handed{err: fmt.Errorf("LISTEN_FDS=%q is not a count of listening descriptors in 0..%d", count, maxListeners)}
+		}
 		return handed{files: activation.Files(true)}
 	}
 	os.Unsetenv("LISTEN_FDS")

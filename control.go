@@ -1,12 +1,13 @@
 package graceful
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,10 +27,11 @@ import (
 // waiting, 409 when the state does not allow it (a restart under way, a
 // drain, no workers to resize), 500 when it failed.
 type control struct {
-	r   *runner
-	l   net.Listener
-	key lnKey
-	srv *http.Server
+	r      *runner
+	l      net.Listener
+	key    lnKey
+	srv    *http.Server
+	posted atomic.Int32 // POSTs handed to the loop and not yet answered
 }
 
 // ControlReply is the JSON body of the control socket's answer to a POST.
@@ -57,7 +59,7 @@ func (r *runner) openControl(path string) error {
 	mux.HandleFunc("POST /v1/stop", c.post(reqShutdown, 0))
 	mux.HandleFunc("POST /v1/workers/add", c.post(reqResize, +1))
 	mux.HandleFunc("POST /v1/workers/remove", c.post(reqResize, -1))
-	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}
+	c.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
 	r.ctl = c
 	go c.srv.Serve(l)
 	return nil
@@ -69,11 +71,10 @@ func (c *control) close() {
 	if c == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := c.srv.Shutdown(ctx); err != nil {
-		c.srv.Close()
+	for i := 0; i < 100 && c.posted.Load() > 0; i++ {
+		time.Sleep(10 * time.Millisecond)
 	}
+	c.srv.Close()
 }
 
 func (c *control) status(w http.ResponseWriter, req *http.Request) {
@@ -82,22 +83,21 @@ func (c *control) status(w http.ResponseWriter, req *http.Request) {
 		reply(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(st)
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (c *control) post(kind reqKind, delta int) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
 		q := request{kind: kind, done: make(chan error, 1), delta: delta}
 		ctx := req.Context()
+		c.posted.Add(1)
+		defer c.posted.Add(-1)
 		if err := c.r.send(ctx, q); err != nil {
 			reply(w, err)
 			return
 		}
 		if req.URL.Query().Get("wait") == "0" {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusAccepted)
-			json.NewEncoder(w).Encode(ControlReply{OK: true, PID: os.Getpid()})
+			writeJSON(w, http.StatusAccepted, ControlReply{OK: true, PID: os.Getpid()})
 			return
 		}
 		err := c.r.await(ctx, q)
@@ -112,21 +112,32 @@ func (c *control) post(kind reqKind, delta int) http.HandlerFunc {
 func reply(w http.ResponseWriter, err error) { replyWith(w, err, 0) }
 
 func replyWith(w http.ResponseWriter, err error, successor int) {
-	w.Header().Set("Content-Type", "application/json")
+	code := http.StatusOK
 	switch {
 	case err == nil:
-		w.WriteHeader(http.StatusOK)
 	case errors.Is(err, ErrRestartInProgress), errors.Is(err, ErrDraining), errors.Is(err, ErrNotMaster),
 		errors.Is(err, ErrNotServing), errors.Is(err, errPhaseInProgress), errors.Is(err, errMinWorkers):
-		w.WriteHeader(http.StatusConflict)
+		code = http.StatusConflict
 	default:
-		w.WriteHeader(http.StatusInternalServerError)
+		code = http.StatusInternalServerError
 	}
 	rep := ControlReply{OK: err == nil, PID: os.Getpid(), Successor: successor}
 	if err != nil {
 		rep.Error = err.Error()
 	}
-	json.NewEncoder(w).Encode(rep)
+	writeJSON(w, code, rep)
+}
+
+// writeJSON writes a whole answer and flushes it, so that once a handler
+// returns its answer is on the wire, whatever happens to the server then.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, _ := json.Marshal(v)
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	w.Write(b)
+	w.(http.Flusher).Flush()
 }
 
 var (

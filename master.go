@@ -519,6 +519,9 @@ func (m *master) stop(kind stopKind, why string) {
 	for _, w := range m.slots {
 		m.drain(w, order)
 	}
+	// Its own copies of the sockets, the control socket's among them:
+	// from now on, whoever connects reaches the new master, or no one.
+	r.closeListeners()
 	m.respawn = map[int]time.Time{}
 	m.limit = time.NewTimer(max(r.s.ShutdownDelay, 0) + durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 }
@@ -536,7 +539,6 @@ func (m *master) kill() {
 // end finishes the run once every worker has exited.
 func (m *master) end() error {
 	m.limit.Stop()
-	m.r.closeListeners()
 	if m.stopping == stopFinal {
 		m.r.removeSocketFiles()
 	}

@@ -13,7 +13,7 @@ import (
 func writePIDFile(path string, pid int) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("graceful: pidfile: %w", err)
+		return fmt.Errorf("pidfile: %w", err)
 	}
 	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
 	if err == nil {
@@ -27,7 +27,7 @@ func writePIDFile(path string, pid int) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("graceful: pidfile: %w", err)
+		return fmt.Errorf("pidfile: %w", err)
 	}
 	return nil
 }

@@ -447,6 +447,14 @@ func (r *runner) handshake() (ctrl *os.File, br *bufio.Reader, orphaned bool, er
 			}
 		}
 	}
+	if in.errfd != nil {
+		if err := dup2(int(in.errfd.Fd()), 2); err != nil {
+			r.log.Warn("graceful: could not take over stderr", "err", err)
+		}
+		in.errfd.Close()
+		in.errfd = nil
+	}
+	unguardStderr()
 	if err != nil {
 		if in.desc.Worker || !parentDied(ppid) {
 			ctrl.Close()
@@ -454,13 +462,6 @@ func (r *runner) handshake() (ctrl *os.File, br *bufio.Reader, orphaned bool, er
 		}
 		r.log.Warn("graceful: the process that started this one died during the hand-over; serving on the sockets it passed", "predecessor", ppid)
 		orphaned = true
-	}
-	if in.errfd != nil {
-		if err := dup2(int(in.errfd.Fd()), 2); err != nil {
-			r.log.Warn("graceful: could not take over stderr", "err", err)
-		}
-		in.errfd.Close()
-		in.errfd = nil
 	}
 	return ctrl, br, orphaned, nil
 }
@@ -484,7 +485,12 @@ func parentDied(ppid int) bool {
 // its parent gave it exits, as it would have been killed; a worker whose
 // master died exits at once. ctrl is a duplicate of the control socket.
 func watchStart(d *inheritDesc, ctrl int) {
+	// Until the hand-over, stderr is a pipe to the parent: were it to die,
+	// a write there must fail, not kill this process with SIGPIPE.
+	guardStderr()
+	startWatch.Lock()
 	startWatch.fd = ctrl
+	startWatch.Unlock()
 	deadline := time.Now().Add(time.Duration(d.StartTimeout) * time.Millisecond)
 	for {
 		startWatch.Lock()
@@ -506,6 +512,10 @@ func watchStart(d *inheritDesc, ctrl int) {
 		if gone && d.Worker {
 			fmt.Fprintf(os.Stderr, "graceful: master %d went away before worker %d was ready; exiting\n", d.PPID, d.WorkerID)
 			os.Exit(1)
+		}
+		if gone {
+			// The pipe is broken: write to the real stderr from now.
+			dup2(d.Stderr, 2)
 		}
 		// A successor whose predecessor died may still become ready and
 		// serve: only the deadline ends it.

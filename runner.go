@@ -212,7 +212,10 @@ func (r *runner) takeOver() error {
 		if r.pidFile == "" {
 			return nil
 		}
-		return writePIDFile(r.pidFile, os.Getpid())
+		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
+			return fmt.Errorf("graceful: %w", err)
+		}
+		return nil
 	}
 	ctrl, _, orphaned, err := r.handshake()
 	if err != nil {
@@ -223,7 +226,7 @@ func (r *runner) takeOver() error {
 		// The predecessor died before it could name this process.
 		if r.pidFile != "" {
 			if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
-				r.log.Error("graceful: pidfile", "err", err)
+				r.log.Error("graceful: could not take over the pidfile", "err", err)
 			}
 		}
 		r.notify.mainPID(os.Getpid())

@@ -17,3 +17,5 @@ func dupFD(int) int                              { return -1 }
 func closeFD(int)                                {}
 func waitReadable(int, time.Duration) bool       { time.Sleep(100 * time.Millisecond); return false }
 func peerClosed(int) bool                        { return false }
+func guardStderr()                               {}
+func unguardStderr()                             {}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -89,3 +90,11 @@ func peerClosed(fd int) bool {
 	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	return err == nil && n == 0
 }
+
+// sigpipe catches SIGPIPE while a new process's stderr is a pipe to the
+// process that started it, so that a write there after that process died
+// fails instead of killing this one (the Go runtime's default for fd 2).
+var sigpipe = make(chan os.Signal, 1)
+
+func guardStderr()   { signal.Notify(sigpipe, syscall.SIGPIPE) }
+func unguardStderr() { signal.Stop(sigpipe) }
