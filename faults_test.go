@@ -245,10 +245,36 @@ func relStart(t *testing.T, workers string, absDir bool) (s *proc.Server, root, 
 			t.Logf("server output:\n%s", out)
 		}
 	})
-	_, err = s.WaitPIDFile(0, 15*time.Second)
+	require.Eventually(t, func() bool {
+		return s.PID() == cmd.Process.Pid || !proc.Alive(cmd.Process.Pid)
+	}, 15*time.Second, 5*time.Millisecond, "the pidfile never named the server")
+	require.True(t, proc.Alive(cmd.Process.Pid), "the server exited at start-up")
+	_, err = s.WaitPIDFile(0, time.Second) // records the PID for Stop and Kill
 	require.NoError(t, err)
 	require.NoError(t, s.WaitListening(10*time.Second))
 	return s, root, release
+}
+
+// TestRelativeControlStop: after a hot restart moved the serving process
+// into the release directory, a final stop removes the server's own
+// relative pidfile and control socket, not a file of the user's found at
+// the same relative path from the new working directory.
+func TestRelativeControlStop(t *testing.T) {
+	s, root, release := relStart(t, "0", true)
+	userFile := filepath.Join(release, "ctl.sock")
+	require.NoError(t, os.WriteFile(userFile, []byte("the user's data\n"), 0o644))
+	_, pid, err := s.Restart(20 * time.Second)
+	require.NoError(t, err)
+	waitServedBy(t, s, pid)
+	require.NoError(t, s.Stop(30*time.Second))
+	assert.Empty(t, proc.Running(s.Bin), "leftover processes")
+	b, err := os.ReadFile(userFile)
+	if assert.NoError(t, err, "the user's file at %s is gone", userFile) {
+		assert.Equal(t, "the user's data\n", string(b))
+	}
+	assert.NoFileExists(t, filepath.Join(root, "app.pid"), "pidfile left behind")
+	_, err = os.Lstat(filepath.Join(root, "ctl.sock"))
+	assert.True(t, os.IsNotExist(err), "control socket left behind")
 }
 
 // TestRelativePaths: a server started with a relative command, pidfile,
@@ -301,8 +327,9 @@ func TestRelativePaths(t *testing.T) {
 			require.NoError(t, s.Stop(30*time.Second))
 			assert.Empty(t, proc.Running(s.Bin), "leftover processes")
 			b, err := os.ReadFile(userFile)
-			require.NoError(t, err, "the user's file at %s is gone", userFile)
-			assert.Equal(t, "the user's data\n", string(b))
+			if assert.NoError(t, err, "the user's file at %s is gone", userFile) {
+				assert.Equal(t, "the user's data\n", string(b))
+			}
 			assert.NoFileExists(t, filepath.Join(root, "app.pid"), "pidfile left behind")
 			_, err = os.Lstat(ctl)
 			assert.True(t, os.IsNotExist(err), "control socket left behind")
