@@ -72,6 +72,26 @@ func waitLogPID(t *testing.T, s *proc.Server, re string, skip int) int {
 	return pid
 }
 
+// waitExit waits for the first process of s to exit, and fails unless its
+// exit status was 0. Unlike Cmd.Wait, it does not wait for the successors
+// that share the process's output pipe.
+func waitExit(s *proc.Server, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		st, err := s.Cmd.Process.Wait()
+		if err == nil && !st.Success() {
+			err = fmt.Errorf("process %d: %s", st.Pid(), st)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("process %d still running after %s", s.Cmd.Process.Pid, timeout)
+	}
+}
+
 // startInGroup is start with the server leading a process group of its own.
 func startInGroup(t *testing.T, bin string, env ...string) *proc.Server {
 	t.Helper()
@@ -91,23 +111,34 @@ func startInGroup(t *testing.T, bin string, env ...string) *proc.Server {
 }
 
 // TestStopSignalWhileRetiring: the first SIGTERM to a process that is
-// draining after a hot restart lets its in-flight request finish.
+// draining after a hot restart lets its in-flight requests finish; only a
+// second one cuts the drain short.
 func TestStopSignalWhileRetiring(t *testing.T) {
 	_, server := binaries(t)
-	s := start(t, server, "TS_SHUTDOWN_TIMEOUT=30s")
+	s := start(t, server, "TS_SHUTDOWN_TIMEOUT=60s")
 	old := s.PID()
-	resp := slowRequest(t, s.Addr(), 3000)
-	require.Equal(t, strconv.Itoa(old), resp.Header.Get("X-Pid"))
+	short := slowRequest(t, s.Addr(), 3000)
+	long := slowRequest(t, s.Addr(), 40000)
+	require.Equal(t, strconv.Itoa(old), short.Header.Get("X-Pid"))
+	require.Equal(t, strconv.Itoa(old), long.Header.Get("X-Pid"))
 
 	_, succ, err := s.Restart(15 * time.Second)
 	require.NoError(t, err)
 	waitServedBy(t, s, succ)
 	require.True(t, proc.Alive(old), "the old process should still be draining")
 	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
-
-	requireBody(t, resp, 3000)
-	assert.NoError(t, s.Cmd.Wait(), "the old process's exit status")
+	requireBody(t, short, 3000)
 	assert.NotContains(t, s.Output.String(), "second stop signal")
+
+	// The short request's end shows the first signal was taken; a second
+	// one ends the drain now.
+	require.True(t, proc.Alive(old), "the old process should still be draining the long request")
+	second := time.Now()
+	require.NoError(t, syscall.Kill(old, syscall.SIGTERM))
+	_, err = io.ReadAll(long.Body)
+	assert.Error(t, err, "the second stop signal cuts the long request off")
+	assert.NoError(t, waitExit(s, 60*time.Second), "the old process's exit status")
+	assert.Less(t, time.Since(second), 10*time.Second, "the second stop signal did not end the drain")
 	stop(t, s)
 }
 
@@ -130,7 +161,7 @@ func TestGroupInterruptWhileRetiringCluster(t *testing.T) {
 	require.NoError(t, syscall.Kill(-s.Cmd.Process.Pid, syscall.SIGINT))
 
 	requireBody(t, resp, 3000)
-	assert.NoError(t, s.Cmd.Wait(), "the old master's exit status")
+	assert.NoError(t, waitExit(s, 60*time.Second), "the old master's exit status")
 	require.NoError(t, proc.WaitGone(master, 40*time.Second))
 	assert.NotContains(t, s.Output.String(), "killing the workers")
 	assert.Empty(t, proc.Running(s.Bin), "leftover processes")
@@ -405,7 +436,7 @@ func TestWatchdogDuringDrain(t *testing.T) {
 	require.NoError(t, err)
 	requireBody(t, resp, 5000)
 	drained := time.Now()
-	require.NoError(t, s.Cmd.Wait())
+	require.NoError(t, waitExit(s, 60*time.Second))
 
 	pings := rec.pings(stopAt, drained)
 	prev, longest := stopAt, time.Duration(0)
@@ -480,7 +511,7 @@ func TestDrainEndsAtShutdownTimeout(t *testing.T) {
 	_, err = io.ReadAll(resp.Body)
 	assert.Error(t, err, "the request outlasting ShutdownTimeout is cut off")
 	cut := time.Since(begin)
-	require.NoError(t, s.Cmd.Wait())
+	require.NoError(t, waitExit(s, 60*time.Second))
 	took := time.Since(begin)
 	t.Logf("connection closed after %s, process gone after %s", cut.Round(time.Millisecond), took.Round(time.Millisecond))
 	assert.GreaterOrEqual(t, cut, timeout-100*time.Millisecond)
@@ -524,7 +555,7 @@ func TestErrorPrefixOnce(t *testing.T) {
 	assert.Equal(t, 200, code)
 	assert.Equal(t, strconv.Itoa(first), got)
 	require.NoError(t, syscall.Kill(first, syscall.SIGTERM))
-	require.NoError(t, s.Cmd.Wait())
+	require.NoError(t, waitExit(s, 60*time.Second))
 	assert.Empty(t, proc.Running(server), "leftover processes")
 }
 
@@ -558,7 +589,7 @@ func TestControlConnectionsBounded(t *testing.T) {
 		begin := time.Now()
 		_, err := s.Signal(syscall.SIGTERM)
 		require.NoError(t, err)
-		require.NoError(t, s.Cmd.Wait())
+		require.NoError(t, waitExit(s, 60*time.Second))
 		took := time.Since(begin)
 		t.Logf("stopped in %s", took.Round(time.Millisecond))
 		assert.Less(t, took, time.Second, "open control connections delayed the stop")
