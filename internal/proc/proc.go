@@ -104,6 +104,22 @@ func StartOn(port int, wrapper []string, bin, dir string, env []string) (*Server
 // StartFiles is StartOn with files passed as descriptors 3 and up, as a
 // service manager's socket activation passes them.
 func StartFiles(port int, wrapper []string, bin, dir string, env []string, files []*os.File) (*Server, error) {
+	return startWith(port, wrapper, bin, dir, env, files, nil)
+}
+
+// StartInGroup is Start with the server leading a process group of its
+// own, which its successors and workers join, so that a test can signal
+// the whole group at once, as a service manager or a terminal's Ctrl-C
+// does, without signalling itself.
+func StartInGroup(bin, dir string, env []string) (*Server, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return startWith(port, nil, bin, dir, env, nil, &syscall.SysProcAttr{Setpgid: true})
+}
+
+func startWith(port int, wrapper []string, bin, dir string, env []string, files []*os.File, attr *syscall.SysProcAttr) (*Server, error) {
 	s := &Server{Bin: bin, Port: port, PIDFile: filepath.Join(dir, "server.pid"), Output: &Buffer{}}
 	os.Remove(s.PIDFile)
 	argv := append(append([]string{}, wrapper...), bin)
@@ -111,6 +127,7 @@ func StartFiles(port int, wrapper []string, bin, dir string, env []string, files
 	s.Cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "PIDFILE=" + s.PIDFile, "GORACE=atexit_sleep_ms=0"}, env...)...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Output, s.Output
 	s.Cmd.ExtraFiles = files
+	s.Cmd.SysProcAttr = attr
 	if err := s.Cmd.Start(); err != nil {
 		return nil, err
 	}

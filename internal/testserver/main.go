@@ -3,8 +3,10 @@
 // contents of $TS_MODE_FILE, so that a test can make one successor fail:
 //
 //	exit     exit with status 3 before serving
+//	exit0    exit with status 0 before serving
 //	panic    panic before serving
 //	hang     never start serving
+//	sleep D  sleep for the duration D (such as "sleep 3s") before serving
 //
 // Other variables: PORT, PIDFILE, TS_EVENTS (a file events are appended
 // to), TS_START_DELAY, TS_SHUTDOWN_TIMEOUT, TS_START_TIMEOUT,
@@ -65,10 +67,23 @@ func main() {
 		b, _ := os.ReadFile(p)
 		mode = strings.TrimSpace(string(b))
 	}
+	if d, ok := strings.CutPrefix(mode, "sleep "); ok {
+		// A slow boot of a given length.
+		bootDelay, err := time.ParseDuration(d)
+		if err != nil {
+			log.Fatalf("testserver: mode %q: %v", mode, err)
+		}
+		fmt.Fprintf(os.Stderr, "testserver: booting for %s\n", bootDelay)
+		time.Sleep(bootDelay)
+		mode = ""
+	}
 	switch mode {
 	case "exit":
 		fmt.Fprintln(os.Stderr, "testserver: configured to fail: exiting")
 		os.Exit(3)
+	case "exit0":
+		fmt.Fprintln(os.Stderr, "testserver: configured to exit: status 0")
+		os.Exit(0)
 	case "panic":
 		panic("testserver: configured to panic")
 	case "hang":
