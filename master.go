@@ -107,7 +107,7 @@ func (r *runner) runMaster() error {
 	}
 	defer func() { m.rel.close() }() // the release pinned last
 	if m.canGo {
-		if err := r.takeOver(); err != nil {
+		if _, err := r.takeOver(); err != nil {
 			return err
 		}
 	}
@@ -427,7 +427,8 @@ func (m *master) allReady() bool {
 // its predecessor, and once told to go lets its workers accept.
 func (m *master) confirm() {
 	r := m.r
-	if err := r.takeOver(); err != nil {
+	serving, err := r.takeOver()
+	if err != nil {
 		m.r.fail = err
 		m.stop(stopAbandon, "the hand-over was withdrawn")
 		return
@@ -438,6 +439,7 @@ func (m *master) confirm() {
 			m.sendGo(w)
 		}
 	}
+	serving()
 	r.log.Info("graceful: master serving", "pid", os.Getpid(), "workers", m.n)
 	r.notify.ready("")
 }

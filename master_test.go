@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,7 @@ type script struct {
 	fail      bool          // exit during start-up
 	hang      bool          // never ready
 	noBeats   bool          // ready, then silent
+	dieAtGo   bool          // exit once told to go, before serving
 	drainHold chan struct{} // told to drain, exit only once this closes
 }
 
@@ -134,6 +136,13 @@ func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 			return
 		}
 		f.note("go %d", pid)
+		if sc.dieAtGo {
+			exit(errors.New("signal: killed"))
+			return
+		}
+		if sp.worker == nil {
+			fmt.Fprintf(theirs, "serving\n")
+		}
 		stop := make(chan struct{})
 		defer close(stop)
 		if !sc.noBeats && sp.worker != nil {
@@ -165,7 +174,7 @@ func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 }
 
 // fakeMaster runs a master of n fake workers in this process.
-func fakeMaster(t *testing.T, n int, f *fakes) (*runner, chan error) {
+func fakeMaster(t *testing.T, n int, f *fakes, setup ...func(*runner)) (*runner, chan error) {
 	t.Helper()
 	var logs bytes.Buffer
 	var mu sync.Mutex
@@ -179,6 +188,9 @@ func fakeMaster(t *testing.T, n int, f *fakes) (*runner, chan error) {
 		sigs: make(chan os.Signal, 4), finished: make(chan struct{}), started: time.Now(), spawner: f.spawn,
 		inh: &inheritance{keys: map[net.Listener]lnKey{}, files: map[net.Listener]os.FileInfo{}}}
 	r.hot.r = r
+	for _, f := range setup {
+		f(r)
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- r.runMaster()
@@ -352,6 +364,25 @@ func TestFakeHotRestartFails(t *testing.T) {
 	err := r.call(context.Background(), reqRestart)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "exited during start-up: exit status 3")
+	assert.Equal(t, pids, workers(t, r, 1, 0), "the workers serve on")
+	r.sigs <- os.Interrupt
+	assert.Equal(t, http.ErrServerClosed, <-done)
+}
+
+// TestFakeSuccessorDiesAtGo: a new master that dies once told to go, before
+// it says it serves, fails the restart; the old one has not stopped and
+// serves on, and names itself again in the pidfile.
+func TestFakeSuccessorDiesAtGo(t *testing.T) {
+	f := &fakes{script: func(sp spawnSpec) script { return script{dieAtGo: sp.worker == nil} }}
+	pidFile := filepath.Join(t.TempDir(), "app.pid")
+	r, done := fakeMaster(t, 1, f, func(r *runner) { r.pidFile = pidFile })
+	pids := workers(t, r, 1, 0)
+	err := r.call(context.Background(), reqRestart)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "died after it was told to go, before it served")
+	b, rerr := os.ReadFile(r.pidFile)
+	require.NoError(t, rerr)
+	assert.Equal(t, fmt.Sprintf("%d\n", os.Getpid()), string(b), "the pidfile names the old master again")
 	assert.Equal(t, pids, workers(t, r, 1, 0), "the workers serve on")
 	r.sigs <- os.Interrupt
 	assert.Equal(t, http.ErrServerClosed, <-done)

@@ -11,6 +11,7 @@ import (
 //
 //	child  → parent  "ready <pid>"            listeners open, signals handled: it may be told to go
 //	parent → child   "go"                     accept now
+//	child  → parent  "serving"                accepting: the parent may stop
 //	worker → master  "beat <inflight> <total>" a heartbeat, with request counts
 //	master → worker  "drain"                  drain and exit
 //	master → worker  "drain restart"          drain, run the OnRestart hooks, exit
@@ -27,9 +28,10 @@ const (
 	msgDrain
 	msgReplace
 	msgStop
+	msgServing
 )
 
-var msgWords = [...]string{msgReady: "ready", msgGo: "go", msgBeat: "beat", msgDrain: "drain", msgReplace: "drain restart", msgStop: "stop"}
+var msgWords = [...]string{msgReady: "ready", msgGo: "go", msgBeat: "beat", msgDrain: "drain", msgReplace: "drain restart", msgStop: "stop", msgServing: "serving"}
 
 // message is one line of the protocol.
 type message struct {

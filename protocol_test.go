@@ -5,7 +5,7 @@ import "testing"
 func TestProtocolRoundTrip(t *testing.T) {
 	for _, m := range []message{
 		{kind: msgReady, pid: 4242}, {kind: msgGo}, {kind: msgBeat, inflight: 3, total: 1 << 40},
-		{kind: msgDrain}, {kind: msgReplace}, {kind: msgStop},
+		{kind: msgDrain}, {kind: msgReplace}, {kind: msgStop}, {kind: msgServing},
 	} {
 		got, err := parseMessage(m.String() + "\n")
 		if err != nil || got != m {

@@ -27,6 +27,7 @@ import (
 type hotRestart struct {
 	r       *runner
 	succ    *successor   // nil when no restart is under way
+	told    bool         // succ was told to go: its next outcome says whether it serves
 	waiters []chan error // Restart calls waiting on succ
 }
 
@@ -72,21 +73,31 @@ func (h *hotRestart) result() <-chan error {
 	return h.succ.result
 }
 
-// settle takes the outcome of the start: on success it hands over to the
-// successor and returns it, leaving the Restart calls waiting for the
-// caller to answer; otherwise it reports why to them and returns nil, and
-// this process serves on.
+// settle takes an outcome of the start. The first says whether the
+// successor became ready: if so, it is told to go, and this process accepts
+// on until the second says that the successor serves. settle then returns
+// it, leaving the Restart calls waiting for the caller to answer. On a
+// failure it reports why to them and returns nil, and this process serves
+// on.
 func (h *hotRestart) settle(err error) *successor {
-	succ := h.succ
-	h.succ = nil
-	if err == nil {
-		err = h.r.handOver(succ)
+	succ, told := h.succ, h.told
+	if err == nil && !told {
+		if err = h.r.handOver(succ); err == nil {
+			h.told = true
+			go succ.confirm()
+			return nil
+		}
 	}
+	h.succ, h.told = nil, false
 	if err != nil {
+		if told {
+			h.r.takeBack()
+		}
 		h.failed(err)
 		h.answer(err)
 		return nil
 	}
+	h.r.log.Info("graceful: successor serving", "successor", succ.pid())
 	h.r.ended(nil)
 	h.r.successor.Store(int64(succ.pid()))
 	return succ
@@ -105,11 +116,14 @@ func (h *hotRestart) abort(why string) {
 		return
 	}
 	h.succ.abort()
+	if h.told {
+		h.r.takeBack()
+	}
 	h.r.log.Warn("graceful: restart abandoned", "successor", h.succ.pid(), "reason", why)
 	err := fmt.Errorf("graceful: restart abandoned: %s", why)
 	h.r.ended(err)
 	h.answer(err)
-	h.succ = nil
+	h.succ, h.told = nil, false
 }
 
 func (h *hotRestart) answer(err error) {
@@ -387,18 +401,51 @@ func (r *runner) handOver(s *successor) error {
 		}
 	}
 	r.notify.mainPID(s.pid())
-	err := s.tell(msgGo)
-	s.ctrl.Close()
-	if err != nil {
-		if r.pidFile != "" {
-			writePIDFile(r.pidFile, os.Getpid())
-		}
-		r.notify.mainPID(os.Getpid())
-		s.kill()
+	if err := s.tell(msgGo); err != nil {
+		r.takeBack()
+		s.abort()
 		return fmt.Errorf("graceful: restart: successor %d went away before the hand-over: %w%s", s.pid(), err, s.output())
 	}
 	r.log.Info("graceful: successor ready", "successor", s.pid())
 	return nil
+}
+
+// takeBack names this process again as the one that serves, after a
+// hand-over that failed.
+func (r *runner) takeBack() {
+	if r.pidFile != "" {
+		writePIDFile(r.pidFile, os.Getpid())
+	}
+	r.notify.mainPID(os.Getpid())
+}
+
+// confirm waits for a successor told to go to say that it serves, and
+// sends that outcome. One that dies first fails the restart: this process
+// has not stopped accepting, so nothing is lost. A successor of an older
+// release closes the socket without a word; that, or silence for a few
+// seconds from one that lives, is taken to mean it serves.
+func (s *successor) confirm() {
+	said := make(chan bool, 1)
+	go func() {
+		line, err := s.br.ReadString('\n')
+		m, perr := parseMessage(line)
+		said <- err == nil && perr == nil && m.kind == msgServing
+	}()
+	var ok bool
+	select {
+	case ok = <-said:
+	case <-time.After(5 * time.Second):
+	}
+	s.ctrl.Close()
+	if !ok {
+		select {
+		case <-s.exited:
+			s.result <- fmt.Errorf("graceful: restart: %s %d died after it was told to go, before it served: %s%s", s.role, s.pid(), exitStatus(s.err), s.output())
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	s.result <- nil
 }
 
 // release waits, briefly, for the successor's captured stderr to be passed

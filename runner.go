@@ -188,10 +188,12 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	}
 	r.handleSignals(notifySignals)
 	defer stopSignals(r.sigs)
-	if err := r.takeOver(); err != nil {
+	serving, err := r.takeOver()
+	if err != nil {
 		return fail(err)
 	}
 	r.serve()
+	serving()
 	r.notify.ready("")
 	r.stopGraceParent()
 	return r.loop()
@@ -206,22 +208,22 @@ func (r *runner) handleSignals(notify func(chan os.Signal)) {
 }
 
 // takeOver is a new process's side of the hand-over, or the first
-// process's pidfile.
-func (r *runner) takeOver() error {
+// process's pidfile. The process calls serving once it accepts.
+func (r *runner) takeOver() (serving func(), err error) {
+	serving = func() {}
 	if r.inh.ctrl == nil {
 		if r.pidFile == "" {
-			return nil
+			return serving, nil
 		}
 		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
-			return fmt.Errorf("graceful: %w", err)
+			return serving, fmt.Errorf("graceful: %w", err)
 		}
-		return nil
+		return serving, nil
 	}
 	ctrl, _, orphaned, err := r.handshake()
 	if err != nil {
-		return err
+		return serving, err
 	}
-	ctrl.Close()
 	if orphaned {
 		// The predecessor died before it could name this process.
 		if r.pidFile != "" {
@@ -231,7 +233,10 @@ func (r *runner) takeOver() error {
 		}
 		r.notify.mainPID(os.Getpid())
 	}
-	return nil
+	return func() {
+		ctrl.Write([]byte(message{kind: msgServing}.String() + "\n"))
+		ctrl.Close()
+	}, nil
 }
 
 // listen obtains a listener for the main server and for each Extra one.
