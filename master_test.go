@@ -387,3 +387,66 @@ func TestFakeSuccessorDiesAtGo(t *testing.T) {
 	r.sigs <- os.Interrupt
 	assert.Equal(t, http.ErrServerClosed, <-done)
 }
+
+// fakeSingle runs a single-mode server on a loopback port in this process,
+// its successors fake.
+func fakeSingle(t *testing.T, f *fakes) (*runner, *Server, chan error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &Server{Server: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})},
+		StartTimeout: 300 * time.Millisecond, DrainIdleTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	r := &runner{s: s, log: s.logger(), track: newTracker(), drainCh: make(chan struct{}), reqs: make(chan request),
+		sigs: make(chan os.Signal, 4), finished: make(chan struct{}), started: time.Now(), spawner: f.spawn,
+		inh: &inheritance{keys: map[net.Listener]lnKey{}, files: map[net.Listener]os.FileInfo{}}}
+	r.hot.r = r
+	r.served = []*served{{srv: s.Server, l: l, key: lnKey{"tcp", l.Addr().String()}}}
+	done := make(chan error, 1)
+	r.serve()
+	go func() {
+		done <- r.loop()
+		close(r.finished)
+	}()
+	return r, s, done
+}
+
+// TestFakeSingleHotRestart: in single mode, successors that fail to start,
+// hang, or die once told to go leave the process serving, each with its
+// reason; one that serves takes over, and the OnRestart hooks run once the
+// old process has drained.
+func TestFakeSingleHotRestart(t *testing.T) {
+	var mode string
+	f := &fakes{script: func(spawnSpec) script {
+		return script{fail: mode == "fail", hang: mode == "hang", dieAtGo: mode == "die"}
+	}}
+	r, s, done := fakeSingle(t, f)
+	hooked := make(chan struct{})
+	s.OnRestart(func() { close(hooked) })
+	for _, c := range []struct{ mode, want string }{
+		{"fail", "exited during start-up: exit status 3"},
+		{"hang", "was not ready within 300ms and was killed"},
+		{"die", "died after it was told to go, before it served"},
+	} {
+		mode = c.mode
+		err := r.call(context.Background(), reqRestart)
+		require.Error(t, err, c.mode)
+		assert.Contains(t, err.Error(), c.want)
+		st, err := r.status(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, "serving", st.State, "after a successor that would %s", c.mode)
+		assert.Contains(t, st.LastRestart.Error, c.want)
+	}
+	select {
+	case <-hooked:
+		t.Fatal("OnRestart hooks ran after a failed restart")
+	default:
+	}
+	mode = ""
+	require.NoError(t, r.call(context.Background(), reqRestart))
+	assert.Equal(t, http.ErrServerClosed, <-done)
+	select {
+	case <-hooked:
+	default:
+		t.Fatal("the OnRestart hooks did not run in the replaced process")
+	}
+}
