@@ -87,7 +87,7 @@ func takeInheritEnv() envSnapshot {
 		}
 		snap.base = d.Base
 		if c := dupFD(d.Ctrl); c >= 0 {
-			go watchStart(d, c)
+			watchStart(d, c)
 		}
 	}
 	return snap

@@ -459,10 +459,10 @@ func (s *successor) release() {
 
 // startWatch is the state of watchStart: the duplicate of the control
 // socket it watches, -1 once the hand-over has begun.
-var startWatch struct {
+var startWatch = struct {
 	sync.Mutex
 	fd int
-}
+}{fd: -1}
 
 // stopStartWatch ends the start watch, as the hand-over begins.
 func stopStartWatch() {
@@ -531,13 +531,16 @@ func parentDied(ppid int) bool {
 // not outlive a start that failed: one not ready within the start timeout
 // its parent gave it exits, as it would have been killed; a worker whose
 // master died exits at once. ctrl is a duplicate of the control socket.
+// It is called at package initialisation and goes on in a goroutine.
 func watchStart(d *inheritDesc, ctrl int) {
 	// Until the hand-over, stderr is a pipe to the parent: were it to die,
 	// a write there must fail, not kill this process with SIGPIPE.
 	guardStderr()
-	startWatch.Lock()
 	startWatch.fd = ctrl
-	startWatch.Unlock()
+	go watch(d, ctrl)
+}
+
+func watch(d *inheritDesc, ctrl int) {
 	deadline := time.Now().Add(time.Duration(d.StartTimeout) * time.Millisecond)
 	for {
 		startWatch.Lock()
@@ -555,15 +558,17 @@ func watchStart(d *inheritDesc, ctrl int) {
 		}
 		startWatch.Lock()
 		gone := startWatch.fd >= 0 && peerClosed(fd)
-		startWatch.Unlock()
 		if gone && d.Worker {
 			fmt.Fprintf(os.Stderr, "graceful: master %d went away before worker %d was ready; exiting\n", d.PPID, d.WorkerID)
 			os.Exit(1)
 		}
 		if gone {
 			// The pipe is broken: write to the real stderr from now.
+			// (Under the lock: once the hand-over begins, d.Stderr is
+			// closed and its number may be reused.)
 			dup2(d.Stderr, 2)
 		}
+		startWatch.Unlock()
 		// A successor whose predecessor died may still become ready and
 		// serve: only the deadline ends it.
 		time.Sleep(100 * time.Millisecond)
