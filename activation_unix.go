@@ -105,24 +105,11 @@ func loadHanded() (*inheritance, error) {
 	return in, nil
 }
 
-// errNotListening is handedListener's error for a socket that is not a
-// listening one.
-var errNotListening = errors.New("not listening")
-
 // handedListener checks that fd is a listening stream socket and says
 // where it is bound.
 func handedListener(fd int) (inheritedLn, error) {
 	ln := inheritedLn{FD: fd}
-	if err := checkSocket(fd); err != nil {
-		return ln, err
-	}
-	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
-		return ln, errors.New("not a stream socket")
-	}
-	if a, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
-		return ln, errNotListening
-	}
-	sa, err := unix.Getsockname(fd)
+	sa, err := listeningSocket(fd)
 	if err != nil {
 		return ln, err
 	}

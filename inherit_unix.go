@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -121,25 +122,35 @@ func checkSocket(fd int) error {
 		return fmt.Errorf("not open: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("not a socket")
+		return errors.New("not a socket")
 	}
 	return nil
 }
+
+// listeningSocket checks that fd is a listening stream socket and returns
+// the address it is bound to.
+func listeningSocket(fd int) (unix.Sockaddr, error) {
+	if err := checkSocket(fd); err != nil {
+		return nil, err
+	}
+	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
+		return nil, errors.New("not a stream socket")
+	}
+	if a, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
+		return nil, errNotListening
+	}
+	return unix.Getsockname(fd)
+}
+
+// errNotListening is listeningSocket's error for a socket that is not a
+// listening one.
+var errNotListening = errors.New("not listening")
 
 // checkListenerFD verifies that ln.FD is a listening stream socket of the
 // family ln.Network names, bound where ln.Addr says.
 func checkListenerFD(ln inheritedLn) error {
 	what := fmt.Sprintf("listener %s:%s on descriptor %d", ln.Network, ln.Addr, ln.FD)
-	if err := checkSocket(ln.FD); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if t, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
-		return fmt.Errorf("%s: not a stream socket", what)
-	}
-	if a, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
-		return fmt.Errorf("%s: not listening", what)
-	}
-	sa, err := unix.Getsockname(ln.FD)
+	sa, err := listeningSocket(ln.FD)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
