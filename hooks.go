@@ -12,15 +12,7 @@ import (
 func runHooks(log *slog.Logger, hooks []func(), timeout time.Duration) {
 	for i, f := range hooks {
 		done := make(chan error, 1)
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					done <- fmt.Errorf("panic: %v", p)
-				}
-			}()
-			f()
-			done <- nil
-		}()
+		go func() { done <- callHook(f) }()
 		timer := time.NewTimer(timeout)
 		select {
 		case err := <-done:
