@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,9 +21,9 @@ func loadInheritance() (*inheritance, error) {
 	if !inheritEnv.set {
 		return loadHanded()
 	}
-	d, err := parseInherit(inheritEnv.value)
-	if err != nil {
-		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, err)
+	d := inheritEnv.desc
+	if inheritEnv.err != nil {
+		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, inheritEnv.err)
 	}
 	if ppid := inheritEnv.ppid; d.PPID != ppid {
 		return &inheritance{stale: fmt.Sprintf("%s was written for a child of process %d, but this process's parent is %d; ignoring it", envInherit, d.PPID, ppid)}, nil
@@ -67,10 +66,11 @@ func loadInheritance() (*inheritance, error) {
 var inheritEnv = takeInheritEnv()
 
 type envSnapshot struct {
-	value string
-	set   bool
-	ppid  int
-	base  string // the inherited Base, if any
+	set  bool
+	ppid int
+	desc *inheritDesc // the value parsed, nil if err
+	err  error        // why the value is malformed
+	base string       // the inherited Base, if desc is ours
 }
 
 func takeInheritEnv() envSnapshot {
@@ -79,10 +79,11 @@ func takeInheritEnv() envSnapshot {
 		return envSnapshot{}
 	}
 	os.Unsetenv(envInherit)
-	snap := envSnapshot{value: v, set: true, ppid: os.Getppid()}
+	snap := envSnapshot{set: true, ppid: os.Getppid()}
+	snap.desc, snap.err = parseInherit(v)
 	// Keep the descriptors from processes the application starts before
 	// it listens.
-	if d, err := parseInherit(v); err == nil && d.PPID == snap.ppid {
+	if d := snap.desc; d != nil && d.PPID == snap.ppid {
 		for _, fd := range d.fds() {
 			unix.CloseOnExec(fd)
 		}
@@ -96,16 +97,12 @@ func takeInheritEnv() envSnapshot {
 
 // workerDesc returns the description this process inherited as a worker of
 // a cluster, or nil.
-var workerDesc = sync.OnceValue(func() *inheritDesc {
-	if !inheritEnv.set {
-		return nil
+func workerDesc() *inheritDesc {
+	if d := inheritEnv.desc; d != nil && d.Worker && d.PPID == inheritEnv.ppid {
+		return d
 	}
-	d, err := parseInherit(inheritEnv.value)
-	if err != nil || !d.Worker || d.PPID != inheritEnv.ppid {
-		return nil
-	}
-	return d
-})
+	return nil
+}
 
 // fds lists the descriptors of d, listeners first.
 func (d *inheritDesc) fds() []int {
