@@ -48,28 +48,41 @@ type inheritedLn struct {
 	Addr    string // the address the listener was asked for
 }
 
+// numField is a numeric field of the encoded description.
+type numField struct {
+	key     string
+	dst     *int
+	lo, lim int  // the value is in lo..lim-1
+	need    bool // always given; the others only when above 0
+}
+
+// numbers lists d's numeric fields. Those of a worker are needed if d is
+// a worker's, and must be 0 (absent) otherwise.
+func (d *inheritDesc) numbers() []numField {
+	return []numField{
+		{"ppid", &d.PPID, 1, 1 << 30, true},
+		{"ctrl", &d.Ctrl, 1, maxInheritFD, true},
+		{"stderr", &d.Stderr, 1, maxInheritFD, true},
+		{"n", &d.Restarts, 1, 1 << 30, false},
+		{"st", &d.StartTimeout, 1, 1 << 40, false},
+		{"w", &d.WorkerID, 0, 1 << 20, d.Worker},
+		{"gen", &d.Gen, 0, 1 << 20, d.Worker},
+		{"hb", &d.Heartbeat, 1, 1 << 30, d.Worker},
+	}
+}
+
 func (d *inheritDesc) encode() string {
-	v := url.Values{}
-	v.Set("v", inheritVersion)
-	v.Set("ppid", strconv.Itoa(d.PPID))
-	v.Set("ctrl", strconv.Itoa(d.Ctrl))
-	v.Set("stderr", strconv.Itoa(d.Stderr))
-	if d.Restarts > 0 {
-		v.Set("n", strconv.Itoa(d.Restarts))
+	v := url.Values{"v": {inheritVersion}}
+	for _, f := range d.numbers() {
+		if f.need || *f.dst > 0 {
+			v.Set(f.key, strconv.Itoa(*f.dst))
+		}
 	}
 	if d.Base != "" {
 		v.Set("wd", d.Base)
 	}
-	if d.StartTimeout > 0 {
-		v.Set("st", strconv.Itoa(d.StartTimeout))
-	}
 	for _, l := range d.Listeners {
 		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
-	}
-	if d.Worker {
-		v.Set("w", strconv.Itoa(d.WorkerID))
-		v.Set("gen", strconv.Itoa(d.Gen))
-		v.Set("hb", strconv.Itoa(d.Heartbeat))
 	}
 	return v.Encode()
 }
@@ -99,21 +112,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	if !d.Worker && (v.Has("gen") || v.Has("hb")) {
 		return nil, fmt.Errorf("gen or hb without w")
 	}
-	for _, f := range []struct {
-		key     string
-		dst     *int
-		lo, lim int  // the value is in lo..lim-1
-		need    bool // the field must be given
-	}{
-		{"ppid", &d.PPID, 1, 1 << 30, true},
-		{"ctrl", &d.Ctrl, 1, maxInheritFD, true},
-		{"stderr", &d.Stderr, 1, maxInheritFD, true},
-		{"n", &d.Restarts, 1, 1 << 30, false},
-		{"st", &d.StartTimeout, 1, 1 << 40, false},
-		{"w", &d.WorkerID, 0, 1 << 20, false},
-		{"gen", &d.Gen, 0, 1 << 20, d.Worker},
-		{"hb", &d.Heartbeat, 1, 1 << 30, d.Worker},
-	} {
+	for _, f := range d.numbers() {
 		if f.need || v.Has(f.key) {
 			if *f.dst, err = number(v.Get(f.key), f.key, f.lo, f.lim); err != nil {
 				return nil, err
