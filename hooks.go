@@ -13,16 +13,14 @@ func runHooks(log *slog.Logger, hooks []func(), timeout time.Duration) {
 	for i, f := range hooks {
 		done := make(chan error, 1)
 		go func() { done <- callHook(f) }()
-		timer := time.NewTimer(timeout)
 		select {
 		case err := <-done:
 			if err != nil {
 				log.Error("graceful: OnRestart hook failed", "hook", i, "err", err)
 			}
-		case <-timer.C:
+		case <-time.After(timeout):
 			log.Error("graceful: OnRestart hook still running; moving on", "hook", i, "timeout", timeout)
 		}
-		timer.Stop()
 	}
 }
 

@@ -110,25 +110,17 @@ type inheritedListener struct {
 	handed  bool // from a service manager or grace, not from a graceful predecessor
 }
 
-var proc struct {
-	once sync.Once
-	inh  *inheritance
-	err  error
-}
-
 // inherited returns this process's inheritance, reading the environment the
 // first time it is called.
-func inherited() (*inheritance, error) {
-	proc.once.Do(func() {
-		proc.inh, proc.err = loadInheritance()
-		if proc.inh == nil {
-			proc.inh = &inheritance{}
-		}
-		proc.inh.keys = map[net.Listener]lnKey{}
-		proc.inh.files = map[net.Listener]os.FileInfo{}
-	})
-	return proc.inh, proc.err
-}
+var inherited = sync.OnceValues(func() (*inheritance, error) {
+	inh, err := loadInheritance()
+	if inh == nil {
+		inh = &inheritance{}
+	}
+	inh.keys = map[net.Listener]lnKey{}
+	inh.files = map[net.Listener]os.FileInfo{}
+	return inh, err
+})
 
 // claim hands out the inherited listener for network and addr, once.
 func (in *inheritance) claim(network, addr string) net.Listener {
@@ -138,8 +130,7 @@ func (in *inheritance) claim(network, addr string) net.Listener {
 		for _, il := range in.lns {
 			if !il.claimed && match(il) {
 				il.claimed = true
-				in.keys[il.l] = lnKey{network, addr}
-				in.noteFile(il.l, network, addr)
+				in.note(il.l, network, addr)
 				return il.l
 			}
 		}
@@ -190,19 +181,19 @@ func sameAddr(network, addr string, have net.Addr) bool {
 
 func (in *inheritance) remember(l net.Listener, network, addr string) {
 	in.mu.Lock()
-	in.keys[l] = lnKey{network, addr}
-	in.noteFile(l, network, addr)
+	in.note(l, network, addr)
 	in.mu.Unlock()
 }
 
-// noteFile records which file a Unix listener's socket is, so that a final
-// shutdown removes that socket and never a file put in its place.
-func (in *inheritance) noteFile(l net.Listener, network, addr string) {
-	if network != "unix" {
-		return
-	}
-	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		in.files[l] = fi
+// note records the address l was asked for and, for a Unix listener, which
+// file its socket is, so that a final shutdown removes that socket and never
+// a file put in its place. The caller holds in.mu.
+func (in *inheritance) note(l net.Listener, network, addr string) {
+	in.keys[l] = lnKey{network, addr}
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			in.files[l] = fi
+		}
 	}
 }
 
@@ -234,7 +225,7 @@ func (in *inheritance) forget(l net.Listener) {
 	in.mu.Unlock()
 }
 
-// unclaimed closes and returns the addresses of inherited listeners that no
+// closeUnclaimed closes and returns the addresses of inherited listeners that no
 // server of this process asked for.
 func (in *inheritance) closeUnclaimed() []string {
 	in.mu.Lock()
