@@ -1,37 +1,12 @@
 package graceful
 
 import (
-	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
-
-// graceModule is the module a facebookgo/grace program is built with.
-const graceModule = "github.com/facebookgo/grace"
-
-// isGraceProcess returns nil if the executable of process pid is a Go
-// program built with the facebookgo/grace module, and why not otherwise.
-// The executable is read through /proc, so a binary replaced on disk since
-// the process started is still the one it runs.
-func isGraceProcess(pid int) error {
-	info, err := buildinfo.ReadFile("/proc/" + strconv.Itoa(pid) + "/exe")
-	if err != nil {
-		return fmt.Errorf("graceful: process %d: %w", pid, err)
-	}
-	if info.Main.Path == graceModule {
-		return nil
-	}
-	for _, m := range info.Deps {
-		if m.Path == graceModule {
-			return nil
-		}
-	}
-	return fmt.Errorf("graceful: process %d (%s) is not built with %s", pid, info.Path, graceModule)
-}
 
 // signalParent sends sig to pid if it is still this process's parent. The
 // process is held by a pidfd while that is checked, so that the signal

@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"net"
@@ -171,4 +172,29 @@ func (r *runner) servesHanded() bool {
 		}
 	}
 	return false
+}
+
+// graceModule is the module a facebookgo/grace program is built with.
+const graceModule = "github.com/facebookgo/grace"
+
+// isGraceProcess returns nil if the executable of process pid is a Go
+// program built with the facebookgo/grace module, and why not otherwise.
+// The executable is read through /proc, so a binary replaced on disk since
+// the process started is still the one it runs; where there is no
+// /proc/PID/exe (systems other than Linux), that fails, and the process is
+// not proven to be one.
+func isGraceProcess(pid int) error {
+	info, err := buildinfo.ReadFile("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		return fmt.Errorf("graceful: process %d: %w", pid, err)
+	}
+	if info.Main.Path == graceModule {
+		return nil
+	}
+	for _, m := range info.Deps {
+		if m.Path == graceModule {
+			return nil
+		}
+	}
+	return fmt.Errorf("graceful: process %d (%s) is not built with %s", pid, info.Path, graceModule)
 }
