@@ -161,15 +161,18 @@ func (t *tracker) connState(c net.Conn, s http.ConnState) {
 	}
 }
 
+// asTracked finds the trackedConn under c: c itself, or the connection
+// under TLS, or under unencrypted HTTP/2 that net/http disguises as TLS to
+// hand it to HTTP/2.
 func asTracked(c net.Conn) *trackedConn {
-	switch v := c.(type) {
-	case *trackedConn:
-		return v
-	case *tls.Conn:
-		tc, _ := v.NetConn().(*trackedConn)
-		return tc
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
 	}
-	return nil
+	if u, ok := c.(interface{ UnencryptedNetConn() net.Conn }); ok {
+		c = u.UnencryptedNetConn()
+	}
+	tc, _ := c.(*trackedConn)
+	return tc
 }
 
 // idleMark remembers when the drain first saw a connection idle, and in
