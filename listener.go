@@ -139,27 +139,18 @@ func (in *inheritance) claim(network, addr string) net.Listener {
 	if l := pick(func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr }); l != nil {
 		return l
 	}
-	if l := pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr()) }); l != nil {
+	if l := pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr(), false) }); l != nil {
 		return l
 	}
 	// With socket activation the service manager chooses the interface:
 	// a server asking for ":8080" takes the socket bound on 8080, wherever.
-	return pick(func(il *inheritedListener) bool { return il.handed && samePort(network, addr, il.l.Addr()) })
-}
-
-// samePort reports whether addr asks for any interface on have's port.
-func samePort(network, addr string, have net.Addr) bool {
-	h, ok := have.(*net.TCPAddr)
-	if !ok || !strings.HasPrefix(network, "tcp") {
-		return false
-	}
-	want, err := net.ResolveTCPAddr(network, addr)
-	return err == nil && want.Port != 0 && want.Port == h.Port && (want.IP == nil || want.IP.IsUnspecified())
+	return pick(func(il *inheritedListener) bool { return il.handed && sameAddr(network, addr, il.l.Addr(), true) })
 }
 
 // sameAddr reports whether a listener bound at have would be the one asked
 // for as network and addr, for a configuration that spells it differently.
-func sameAddr(network, addr string, have net.Addr) bool {
+// With anyIP, an addr for any interface takes have on whichever it is.
+func sameAddr(network, addr string, have net.Addr, anyIP bool) bool {
 	switch h := have.(type) {
 	case *net.UnixAddr:
 		return network == "unix" && h.Name == addr
@@ -172,7 +163,7 @@ func sameAddr(network, addr string, have net.Addr) bool {
 			return false
 		}
 		if want.IP == nil || want.IP.IsUnspecified() {
-			return h.IP == nil || h.IP.IsUnspecified()
+			return anyIP || h.IP == nil || h.IP.IsUnspecified()
 		}
 		return want.IP.Equal(h.IP)
 	}
