@@ -15,11 +15,7 @@ import (
 func signalParent(pid int, sig unix.Signal) error {
 	pfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ENOSYS) {
-		// Before Linux 5.3: only the check.
-		if ppid := os.Getppid(); ppid != pid {
-			return fmt.Errorf("graceful: process %d is no longer the parent (now %d)", pid, ppid)
-		}
-		return unix.Kill(pid, sig)
+		return killParent(pid, sig) // before Linux 5.3
 	}
 	if err != nil {
 		return fmt.Errorf("graceful: pidfd_open %d: %w", pid, err)

@@ -159,6 +159,17 @@ func (r *runner) stopGraceParent() {
 	}
 }
 
+// killParent sends sig to pid if it is still this process's parent. A
+// parent that exits between the check and the signal may have its PID taken
+// by another process; where it can, signalParent holds the parent by a pidfd
+// to rule that out.
+func killParent(pid int, sig unix.Signal) error {
+	if ppid := os.Getppid(); ppid != pid {
+		return fmt.Errorf("graceful: process %d is no longer the parent (now %d)", pid, ppid)
+	}
+	return unix.Kill(pid, sig)
+}
+
 // servesHanded reports whether one of the run's listeners is one handed
 // over at start-up, rather than one bound by this process.
 func (r *runner) servesHanded() bool {
