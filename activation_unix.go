@@ -49,8 +49,8 @@ func takeHanded() handed {
 	// count is checked, then every descriptor, before any is touched; the
 	// ones checked are only looked at, so that a descriptor the Go runtime
 	// or the launcher opened for its own use stays as it was.
-	n, err := strconv.Atoi(count)
-	if err != nil || n < 0 || n > maxListeners || strconv.Itoa(n) != count {
+	n, err := number(count, "LISTEN_FDS", 0, maxListeners+1)
+	if err != nil {
 		return handed{err: fmt.Errorf("LISTEN_FDS=%q without LISTEN_PID (as a facebookgo/grace parent sets it) is not a count of listening descriptors in 0..%d", count, maxListeners)}
 	}
 	for fd := 3; fd < 3+n; fd++ {

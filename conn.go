@@ -3,8 +3,10 @@ package graceful
 import (
 	"crypto/tls"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -222,10 +224,7 @@ func (t *tracker) sweep(marks map[*trackedConn]idleMark, tick, grace int64) int 
 // closeAll closes every connection, hijacked ones included.
 func (t *tracker) closeAll() {
 	t.mu.Lock()
-	all := make([]*trackedConn, 0, len(t.conns))
-	for c := range t.conns {
-		all = append(all, c)
-	}
+	all := slices.Collect(maps.Keys(t.conns))
 	t.mu.Unlock()
 	for _, c := range all {
 		c.Close()
