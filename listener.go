@@ -126,7 +126,14 @@ var inherited = sync.OnceValues(func() (*inheritance, error) {
 func (in *inheritance) claim(network, addr string) net.Listener {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	pick := func(match func(*inheritedListener) bool) net.Listener {
+	// The address as asked for, then as bound, then, with socket activation,
+	// where the service manager chose the interface: a server asking for
+	// ":8080" takes the socket bound on 8080, wherever.
+	for _, match := range []func(*inheritedListener) bool{
+		func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr },
+		func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr(), false) },
+		func(il *inheritedListener) bool { return il.handed && sameAddr(network, addr, il.l.Addr(), true) },
+	} {
 		for _, il := range in.lns {
 			if !il.claimed && match(il) {
 				il.claimed = true
@@ -134,17 +141,8 @@ func (in *inheritance) claim(network, addr string) net.Listener {
 				return il.l
 			}
 		}
-		return nil
 	}
-	if l := pick(func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr }); l != nil {
-		return l
-	}
-	if l := pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr(), false) }); l != nil {
-		return l
-	}
-	// With socket activation the service manager chooses the interface:
-	// a server asking for ":8080" takes the socket bound on 8080, wherever.
-	return pick(func(il *inheritedListener) bool { return il.handed && sameAddr(network, addr, il.l.Addr(), true) })
+	return nil
 }
 
 // sameAddr reports whether a listener bound at have would be the one asked
