@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -152,6 +151,7 @@ func checkListenerFD(ln inheritedLn) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	var port int
+	var ipv string // the IP version of a TCP socket
 	switch a := sa.(type) {
 	case *unix.SockaddrUnix:
 		if ln.Network != "unix" {
@@ -162,21 +162,18 @@ func checkListenerFD(ln inheritedLn) error {
 		}
 		return nil
 	case *unix.SockaddrInet4:
-		if ln.Network != "tcp" && ln.Network != "tcp4" {
-			return fmt.Errorf("%s: is an IPv4 socket", what)
-		}
-		port = a.Port
+		port, ipv = a.Port, "4"
 	case *unix.SockaddrInet6:
-		if ln.Network != "tcp" && ln.Network != "tcp6" {
-			return fmt.Errorf("%s: is an IPv6 socket", what)
-		}
-		port = a.Port
+		port, ipv = a.Port, "6"
 	default:
 		return fmt.Errorf("%s: unexpected address family", what)
 	}
+	if ln.Network != "tcp" && ln.Network != "tcp"+ipv {
+		return fmt.Errorf("%s: is an IPv%s socket", what, ipv)
+	}
 	if _, p, err := net.SplitHostPort(ln.Addr); err == nil {
 		if want, err := net.LookupPort(ln.Network, p); err == nil && want != 0 && want != port {
-			return fmt.Errorf("%s: bound to port %s", what, strconv.Itoa(port))
+			return fmt.Errorf("%s: bound to port %d", what, port)
 		}
 	}
 	return nil
