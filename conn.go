@@ -91,23 +91,13 @@ func (c *trackedConn) Close() error {
 // other read, one atomic load.
 func (c *trackedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 {
-		if w := c.state.Load(); w&readBit == 0 && quiet(w) {
-			c.markRead(w)
+	for n > 0 {
+		w := c.state.Load()
+		if w&readBit != 0 || !quiet(w) || c.state.CompareAndSwap(w, w|readBit) {
+			break
 		}
 	}
 	return n, err
-}
-
-// markRead sets readBit in the state word w, unless the word has meanwhile
-// left the quiet states or been marked.
-func (c *trackedConn) markRead(w uint64) {
-	for !c.state.CompareAndSwap(w, w|readBit) {
-		w = c.state.Load()
-		if w&readBit != 0 || !quiet(w) {
-			return
-		}
-	}
 }
 
 // setFlag sets flag in the state word and reports whether it was clear.
