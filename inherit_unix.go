@@ -20,10 +20,10 @@ func loadInheritance() (*inheritance, error) {
 	if !inheritEnv.set {
 		return loadHanded()
 	}
-	d := inheritEnv.desc
 	if inheritEnv.err != nil {
 		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, inheritEnv.err)
 	}
+	d := inheritEnv.desc
 	if ppid := inheritEnv.ppid; d.PPID != ppid {
 		return &inheritance{stale: fmt.Sprintf("%s was written for a child of process %d, but this process's parent is %d; ignoring it", envInherit, d.PPID, ppid)}, nil
 	}
