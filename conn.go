@@ -186,16 +186,13 @@ func (t *tracker) sweep(marks map[*trackedConn]idleMark, tick, grace int64) int 
 	var idle []*trackedConn
 	for c := range t.conns {
 		w := c.state.Load()
-		switch {
-		case quiet(w) && w&(readBit|h2Bit) == 0:
-			m, ok := marks[c]
-			if !ok || m.word != w {
-				marks[c] = idleMark{word: w, since: tick}
-			} else if tick-m.since >= grace {
-				idle = append(idle, c)
-			}
-		default:
+		switch m, ok := marks[c]; {
+		case !quiet(w) || w&(readBit|h2Bit) != 0:
 			delete(marks, c)
+		case !ok || m.word != w:
+			marks[c] = idleMark{word: w, since: tick}
+		case tick-m.since >= grace:
+			idle = append(idle, c)
 		}
 	}
 	n := len(t.conns)
