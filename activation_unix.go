@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"net"
@@ -53,8 +54,8 @@ func takeHanded() handed {
 	// count is checked, then every descriptor, before any is touched; the
 	// ones checked are only looked at, so that a descriptor the Go runtime
 	// or the launcher opened for its own use stays as it was.
-	n, err := strconv.Atoi(count)
-	if err != nil || n < 0 || n > maxListeners || strconv.Itoa(n) != count {
+	n, err := number(count, "LISTEN_FDS", 0, maxListeners+1)
+	if err != nil {
 		return handed{err: fmt.Errorf("LISTEN_FDS=%q without LISTEN_PID (as a facebookgo/grace parent sets it) is not a count of listening descriptors in 0..%d", count, maxListeners)}
 	}
 	for fd := 3; fd < 3+n; fd++ {
@@ -110,24 +111,11 @@ func loadHanded() (*inheritance, error) {
 	return in, nil
 }
 
-// errNotListening is handedListener's error for a socket that is not a
-// listening one.
-var errNotListening = errors.New("not listening")
-
 // handedListener checks that fd is a listening stream socket and says
 // where it is bound.
 func handedListener(fd int) (inheritedLn, error) {
 	ln := inheritedLn{FD: fd}
-	if err := checkSocket(fd); err != nil {
-		return ln, err
-	}
-	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
-		return ln, errors.New("not a stream socket")
-	}
-	if a, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
-		return ln, errNotListening
-	}
-	sa, err := unix.Getsockname(fd)
+	sa, err := listeningSocket(fd)
 	if err != nil {
 		return ln, err
 	}
@@ -176,6 +164,17 @@ func (r *runner) stopGraceParent() {
 	}
 }
 
+// killParent sends sig to pid if it is still this process's parent. A
+// parent that exits between the check and the signal may have its PID taken
+// by another process; where it can, signalParent holds the parent by a pidfd
+// to rule that out.
+func killParent(pid int, sig unix.Signal) error {
+	if ppid := os.Getppid(); ppid != pid {
+		return fmt.Errorf("graceful: process %d is no longer the parent (now %d)", pid, ppid)
+	}
+	return unix.Kill(pid, sig)
+}
+
 // servesHanded reports whether one of the run's listeners is one handed
 // over at start-up, rather than one bound by this process.
 func (r *runner) servesHanded() bool {
@@ -189,4 +188,29 @@ func (r *runner) servesHanded() bool {
 		}
 	}
 	return false
+}
+
+// graceModule is the module a facebookgo/grace program is built with.
+const graceModule = "github.com/facebookgo/grace"
+
+// isGraceProcess returns nil if the executable of process pid is a Go
+// program built with the facebookgo/grace module, and why not otherwise.
+// The executable is read through /proc, so a binary replaced on disk since
+// the process started is still the one it runs; where there is no
+// /proc/PID/exe (systems other than Linux), that fails, and the process is
+// not proven to be one.
+func isGraceProcess(pid int) error {
+	info, err := buildinfo.ReadFile("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		return fmt.Errorf("graceful: process %d: %w", pid, err)
+	}
+	if info.Main.Path == graceModule {
+		return nil
+	}
+	for _, m := range info.Deps {
+		if m.Path == graceModule {
+			return nil
+		}
+	}
+	return fmt.Errorf("graceful: process %d (%s) is not built with %s", pid, info.Path, graceModule)
 }

@@ -3,8 +3,10 @@ package graceful
 import (
 	"crypto/tls"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -89,23 +91,13 @@ func (c *trackedConn) Close() error {
 // other read, one atomic load.
 func (c *trackedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 {
-		if w := c.state.Load(); w&readBit == 0 && quiet(w) {
-			c.markRead(w)
+	for n > 0 {
+		w := c.state.Load()
+		if w&readBit != 0 || !quiet(w) || c.state.CompareAndSwap(w, w|readBit) {
+			break
 		}
 	}
 	return n, err
-}
-
-// markRead sets readBit in the state word w, unless the word has meanwhile
-// left the quiet states or been marked.
-func (c *trackedConn) markRead(w uint64) {
-	for !c.state.CompareAndSwap(w, w|readBit) {
-		w = c.state.Load()
-		if w&readBit != 0 || !quiet(w) {
-			return
-		}
-	}
 }
 
 // setFlag sets flag in the state word and reports whether it was clear.
@@ -161,15 +153,18 @@ func (t *tracker) connState(c net.Conn, s http.ConnState) {
 	}
 }
 
+// asTracked finds the trackedConn under c: c itself, or the connection
+// under TLS, or under unencrypted HTTP/2 that net/http disguises as TLS to
+// hand it to HTTP/2.
 func asTracked(c net.Conn) *trackedConn {
-	switch v := c.(type) {
-	case *trackedConn:
-		return v
-	case *tls.Conn:
-		tc, _ := v.NetConn().(*trackedConn)
-		return tc
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
 	}
-	return nil
+	if u, ok := c.(interface{ UnencryptedNetConn() net.Conn }); ok {
+		c = u.UnencryptedNetConn()
+	}
+	tc, _ := c.(*trackedConn)
+	return tc
 }
 
 // idleMark remembers when the drain first saw a connection idle, and in
@@ -191,16 +186,13 @@ func (t *tracker) sweep(marks map[*trackedConn]idleMark, tick, grace int64) int 
 	var idle []*trackedConn
 	for c := range t.conns {
 		w := c.state.Load()
-		switch {
-		case quiet(w) && w&(readBit|h2Bit) == 0:
-			m, ok := marks[c]
-			if !ok || m.word != w {
-				marks[c] = idleMark{word: w, since: tick}
-			} else if tick-m.since >= grace {
-				idle = append(idle, c)
-			}
-		default:
+		switch m, ok := marks[c]; {
+		case !quiet(w) || w&(readBit|h2Bit) != 0:
 			delete(marks, c)
+		case !ok || m.word != w:
+			marks[c] = idleMark{word: w, since: tick}
+		case tick-m.since >= grace:
+			idle = append(idle, c)
 		}
 	}
 	n := len(t.conns)
@@ -219,10 +211,7 @@ func (t *tracker) sweep(marks map[*trackedConn]idleMark, tick, grace int64) int 
 // closeAll closes every connection, hijacked ones included.
 func (t *tracker) closeAll() {
 	t.mu.Lock()
-	all := make([]*trackedConn, 0, len(t.conns))
-	for c := range t.conns {
-		all = append(all, c)
-	}
+	all := slices.Collect(maps.Keys(t.conns))
 	t.mu.Unlock()
 	for _, c := range all {
 		c.Close()

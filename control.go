@@ -80,7 +80,7 @@ func (c *control) close() {
 func (c *control) status(w http.ResponseWriter, req *http.Request) {
 	st, err := c.r.status(req.Context())
 	if err != nil {
-		reply(w, err)
+		reply(w, err, 0, 0)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -92,27 +92,23 @@ func (c *control) post(kind reqKind, delta int) http.HandlerFunc {
 		ctx := req.Context()
 		c.posted.Add(1)
 		defer c.posted.Add(-1)
-		if err := c.r.send(ctx, q); err != nil {
-			reply(w, err)
+		err := c.r.send(ctx, q)
+		if err != nil || req.URL.Query().Get("wait") == "0" {
+			reply(w, err, http.StatusAccepted, 0)
 			return
 		}
-		if req.URL.Query().Get("wait") == "0" {
-			writeJSON(w, http.StatusAccepted, ControlReply{OK: true, PID: os.Getpid()})
-			return
+		successor := 0
+		if err = c.r.await(ctx, q); err == nil && kind == reqRestart {
+			successor = int(c.r.successor.Load())
 		}
-		err := c.r.await(ctx, q)
-		if err == nil && kind == reqRestart {
-			replyWith(w, nil, int(c.r.successor.Load()))
-			return
-		}
-		reply(w, err)
+		reply(w, err, http.StatusOK, successor)
 	}
 }
 
-func reply(w http.ResponseWriter, err error) { replyWith(w, err, 0) }
-
-func replyWith(w http.ResponseWriter, err error, successor int) {
-	code := http.StatusOK
+// reply answers with a ControlReply: with status ok if err is nil, else
+// with the status that err calls for.
+func reply(w http.ResponseWriter, err error, ok, successor int) {
+	code := ok
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrRestartInProgress), errors.Is(err, ErrDraining), errors.Is(err, ErrNotMaster),

@@ -51,15 +51,15 @@ func listenControl(inh *inheritance, path string) (net.Listener, error) {
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		return fail(err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		os.Remove(path)
-		return fail(err)
+	// The socket file exists from here on: a failure removes it.
+	err = os.Chmod(path, 0o600)
+	if err == nil {
+		err = unix.Listen(fd, 64)
 	}
-	if err := unix.Listen(fd, 64); err != nil {
-		os.Remove(path)
-		return fail(err)
+	var l net.Listener
+	if err == nil {
+		l, err = net.FileListener(f)
 	}
-	l, err := net.FileListener(f)
 	if err != nil {
 		os.Remove(path)
 		return fail(err)

@@ -74,19 +74,11 @@ func executable() (string, error) {
 // in, or PATH, without following symbolic links.
 func argv0Path() (string, error) {
 	arg0 := os.Args[0]
-	switch {
-	case strings.Contains(arg0, "/"):
-		if filepath.IsAbs(arg0) {
-			return filepath.Clean(arg0), nil
-		}
-		return filepath.Join(baseDir(), arg0), nil
-	default:
-		if p, err := exec.LookPath(arg0); err == nil {
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(baseDir(), p)
-			}
-			return p, nil
-		}
+	if strings.Contains(arg0, "/") {
+		return filepath.Clean(absPath(arg0)), nil
+	}
+	if p, err := exec.LookPath(arg0); err == nil {
+		return absPath(p), nil
 	}
 	p, err := os.Executable()
 	if err != nil {

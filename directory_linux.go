@@ -70,12 +70,9 @@ func (h *heldRelease) use(cmd *exec.Cmd) (done func()) {
 		return nothing
 	}
 	low, ok := aboveChildFDs(cmd)
-	if !ok {
-		return nothing
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.exe < 0 {
+	if !ok || h.exe < 0 {
 		return nothing
 	}
 	dir, err := unix.FcntlInt(uintptr(h.dir), unix.F_DUPFD_CLOEXEC, 0)

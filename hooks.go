@@ -12,25 +12,15 @@ import (
 func runHooks(log *slog.Logger, hooks []func(), timeout time.Duration) {
 	for i, f := range hooks {
 		done := make(chan error, 1)
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					done <- fmt.Errorf("panic: %v", p)
-				}
-			}()
-			f()
-			done <- nil
-		}()
-		timer := time.NewTimer(timeout)
+		go func() { done <- callHook(f) }()
 		select {
 		case err := <-done:
 			if err != nil {
 				log.Error("graceful: OnRestart hook failed", "hook", i, "err", err)
 			}
-		case <-timer.C:
+		case <-time.After(timeout):
 			log.Error("graceful: OnRestart hook still running; moving on", "hook", i, "timeout", timeout)
 		}
-		timer.Stop()
 	}
 }
 

@@ -59,7 +59,7 @@ func (t *tracker) setupHTTP2(srv *http.Server) {
 	srv.TLSNextProto = make(map[string]func(*http.Server, *tls.Conn, http.Handler), len(shadow.TLSNextProto))
 	for proto, serve := range shadow.TLSNextProto {
 		srv.TLSNextProto[proto] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-			if tc := asTrackedHTTP2(c); tc != nil {
+			if tc := asTracked(c); tc != nil {
 				tc.setFlag(h2Bit)
 			}
 			serve(hs, c, h)
@@ -95,17 +95,6 @@ func (t *tracker) goAway() {
 		// Immediate: the shadow has no connection to wait for.
 		s.Shutdown(context.Background())
 	}
-}
-
-// asTrackedHTTP2 finds the trackedConn under a connection handed to
-// HTTP/2: TLS, or unencrypted HTTP/2 disguised as TLS by net/http.
-func asTrackedHTTP2(c *tls.Conn) *trackedConn {
-	nc := c.NetConn()
-	if u, ok := nc.(interface{ UnencryptedNetConn() net.Conn }); ok {
-		nc = u.UnencryptedNetConn()
-	}
-	tc, _ := nc.(*trackedConn)
-	return tc
 }
 
 // noListener is a listener that never accepts.

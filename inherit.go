@@ -48,28 +48,41 @@ type inheritedLn struct {
 	Addr    string // the address the listener was asked for
 }
 
+// numField is a numeric field of the encoded description.
+type numField struct {
+	key     string
+	dst     *int
+	lo, lim int  // the value is in lo..lim-1
+	need    bool // always given; the others only when above 0
+}
+
+// numbers lists d's numeric fields. Those of a worker are needed if d is
+// a worker's, and must be 0 (absent) otherwise.
+func (d *inheritDesc) numbers() []numField {
+	return []numField{
+		{"ppid", &d.PPID, 1, 1 << 30, true},
+		{"ctrl", &d.Ctrl, 1, maxInheritFD, true},
+		{"stderr", &d.Stderr, 1, maxInheritFD, true},
+		{"n", &d.Restarts, 1, 1 << 30, false},
+		{"st", &d.StartTimeout, 1, 1 << 40, false},
+		{"w", &d.WorkerID, 0, 1 << 20, d.Worker},
+		{"gen", &d.Gen, 0, 1 << 20, d.Worker},
+		{"hb", &d.Heartbeat, 1, 1 << 30, d.Worker},
+	}
+}
+
 func (d *inheritDesc) encode() string {
-	v := url.Values{}
-	v.Set("v", inheritVersion)
-	v.Set("ppid", strconv.Itoa(d.PPID))
-	v.Set("ctrl", strconv.Itoa(d.Ctrl))
-	v.Set("stderr", strconv.Itoa(d.Stderr))
-	if d.Restarts > 0 {
-		v.Set("n", strconv.Itoa(d.Restarts))
+	v := url.Values{"v": {inheritVersion}}
+	for _, f := range d.numbers() {
+		if f.need || *f.dst > 0 {
+			v.Set(f.key, strconv.Itoa(*f.dst))
+		}
 	}
 	if d.Base != "" {
 		v.Set("wd", d.Base)
 	}
-	if d.StartTimeout > 0 {
-		v.Set("st", strconv.Itoa(d.StartTimeout))
-	}
 	for _, l := range d.Listeners {
 		v.Add("l", strconv.Itoa(l.FD)+":"+l.Network+":"+l.Addr)
-	}
-	if d.Worker {
-		v.Set("w", strconv.Itoa(d.WorkerID))
-		v.Set("gen", strconv.Itoa(d.Gen))
-		v.Set("hb", strconv.Itoa(d.Heartbeat))
 	}
 	return v.Encode()
 }
@@ -95,44 +108,21 @@ func parseInherit(s string) (*inheritDesc, error) {
 	if got := v.Get("v"); got != inheritVersion {
 		return nil, fmt.Errorf("version %q, want %q", got, inheritVersion)
 	}
-	d := &inheritDesc{}
-	if d.PPID, err = positive(v.Get("ppid"), "ppid", 1<<30); err != nil {
-		return nil, err
+	d := &inheritDesc{Worker: v.Has("w")}
+	if !d.Worker && (v.Has("gen") || v.Has("hb")) {
+		return nil, fmt.Errorf("gen or hb without w")
 	}
-	if d.Ctrl, err = positive(v.Get("ctrl"), "ctrl", maxInheritFD); err != nil {
-		return nil, err
-	}
-	if d.Stderr, err = positive(v.Get("stderr"), "stderr", maxInheritFD); err != nil {
-		return nil, err
-	}
-	if v.Has("n") {
-		if d.Restarts, err = positive(v.Get("n"), "n", 1<<30); err != nil {
-			return nil, err
-		}
-	}
-	if v.Has("st") {
-		if d.StartTimeout, err = positive(v.Get("st"), "st", 1<<40); err != nil {
-			return nil, err
+	for _, f := range d.numbers() {
+		if f.need || v.Has(f.key) {
+			if *f.dst, err = number(v.Get(f.key), f.key, f.lo, f.lim); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if v.Has("wd") {
 		if d.Base = v.Get("wd"); !filepath.IsAbs(d.Base) {
 			return nil, fmt.Errorf("wd %q is not an absolute path", d.Base)
 		}
-	}
-	if _, ok := v["w"]; ok {
-		d.Worker = true
-		if d.WorkerID, err = natural(v.Get("w"), "w"); err != nil {
-			return nil, err
-		}
-		if d.Gen, err = natural(v.Get("gen"), "gen"); err != nil {
-			return nil, err
-		}
-		if d.Heartbeat, err = positive(v.Get("hb"), "hb", 1<<30); err != nil {
-			return nil, err
-		}
-	} else if v.Has("gen") || v.Has("hb") {
-		return nil, fmt.Errorf("gen or hb without w")
 	}
 	seen := map[int]string{}
 	claim := func(fd int, what string) error {
@@ -157,15 +147,13 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	keys := map[string]bool{}
 	for _, s := range ls {
-		fdStr, rest, ok := strings.Cut(s, ":")
-		if !ok {
-			return nil, fmt.Errorf("listener %q: want fd:network:addr", s)
-		}
+		// Without a first colon, rest is "" and the second Cut fails too.
+		fdStr, rest, _ := strings.Cut(s, ":")
 		network, addr, ok := strings.Cut(rest, ":")
 		if !ok {
 			return nil, fmt.Errorf("listener %q: want fd:network:addr", s)
 		}
-		fd, err := positive(fdStr, "listener fd", maxInheritFD)
+		fd, err := number(fdStr, "listener fd", 1, maxInheritFD)
 		if err != nil {
 			return nil, err
 		}
@@ -189,21 +177,14 @@ func parseInherit(s string) (*inheritDesc, error) {
 	return d, nil
 }
 
-// natural parses a number in 0..1<<20.
-func natural(s, what string) (int, error) {
-	if s == "0" {
-		return 0, nil
-	}
-	return positive(s, what, 1<<20)
-}
-
-func positive(s, what string, limit int) (int, error) {
+// number parses s, the decimal value of the field what, in lo..lim-1.
+func number(s, what string, lo, lim int) (int, error) {
 	if s == "" {
 		return 0, fmt.Errorf("%s missing", what)
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || n >= limit || strconv.Itoa(n) != s {
-		return 0, fmt.Errorf("%s %q is not a number in 1..%d", what, s, limit-1)
+	if err != nil || n < lo || n >= lim || strconv.Itoa(n) != s {
+		return 0, fmt.Errorf("%s %q is not a number in %d..%d", what, s, lo, lim-1)
 	}
 	return n, nil
 }

@@ -3,11 +3,10 @@
 package graceful
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strconv"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,10 +20,10 @@ func loadInheritance() (*inheritance, error) {
 	if !inheritEnv.set {
 		return loadHanded()
 	}
-	d, err := parseInherit(inheritEnv.value)
-	if err != nil {
-		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, err)
+	if inheritEnv.err != nil {
+		return nil, fmt.Errorf("graceful: inherited environment %s: %w", envInherit, inheritEnv.err)
 	}
+	d := inheritEnv.desc
 	if ppid := inheritEnv.ppid; d.PPID != ppid {
 		return &inheritance{stale: fmt.Sprintf("%s was written for a child of process %d, but this process's parent is %d; ignoring it", envInherit, d.PPID, ppid)}, nil
 	}
@@ -66,10 +65,11 @@ func loadInheritance() (*inheritance, error) {
 var inheritEnv = takeInheritEnv()
 
 type envSnapshot struct {
-	value string
-	set   bool
-	ppid  int
-	base  string // the inherited Base, if any
+	set  bool
+	ppid int
+	desc *inheritDesc // the value parsed, nil if err
+	err  error        // why the value is malformed
+	base string       // the inherited Base, if desc is ours
 }
 
 func takeInheritEnv() envSnapshot {
@@ -78,10 +78,11 @@ func takeInheritEnv() envSnapshot {
 		return envSnapshot{}
 	}
 	os.Unsetenv(envInherit)
-	snap := envSnapshot{value: v, set: true, ppid: os.Getppid()}
+	snap := envSnapshot{set: true, ppid: os.Getppid()}
+	snap.desc, snap.err = parseInherit(v)
 	// Keep the descriptors from processes the application starts before
 	// it listens.
-	if d, err := parseInherit(v); err == nil && d.PPID == snap.ppid {
+	if d := snap.desc; d != nil && d.PPID == snap.ppid {
 		for _, fd := range d.fds() {
 			unix.CloseOnExec(fd)
 		}
@@ -95,16 +96,12 @@ func takeInheritEnv() envSnapshot {
 
 // workerDesc returns the description this process inherited as a worker of
 // a cluster, or nil.
-var workerDesc = sync.OnceValue(func() *inheritDesc {
-	if !inheritEnv.set {
-		return nil
+func workerDesc() *inheritDesc {
+	if d := inheritEnv.desc; d != nil && d.Worker && d.PPID == inheritEnv.ppid {
+		return d
 	}
-	d, err := parseInherit(inheritEnv.value)
-	if err != nil || !d.Worker || d.PPID != inheritEnv.ppid {
-		return nil
-	}
-	return d
-})
+	return nil
+}
 
 // fds lists the descriptors of d, listeners first.
 func (d *inheritDesc) fds() []int {
@@ -121,29 +118,40 @@ func checkSocket(fd int) error {
 		return fmt.Errorf("not open: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("not a socket")
+		return errors.New("not a socket")
 	}
 	return nil
 }
+
+// listeningSocket checks that fd is a listening stream socket and returns
+// the address it is bound to.
+func listeningSocket(fd int) (unix.Sockaddr, error) {
+	if err := checkSocket(fd); err != nil {
+		return nil, err
+	}
+	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
+		return nil, errors.New("not a stream socket")
+	}
+	if a, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
+		return nil, errNotListening
+	}
+	return unix.Getsockname(fd)
+}
+
+// errNotListening is listeningSocket's error for a socket that is not a
+// listening one.
+var errNotListening = errors.New("not listening")
 
 // checkListenerFD verifies that ln.FD is a listening stream socket of the
 // family ln.Network names, bound where ln.Addr says.
 func checkListenerFD(ln inheritedLn) error {
 	what := fmt.Sprintf("listener %s:%s on descriptor %d", ln.Network, ln.Addr, ln.FD)
-	if err := checkSocket(ln.FD); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if t, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
-		return fmt.Errorf("%s: not a stream socket", what)
-	}
-	if a, err := unix.GetsockoptInt(ln.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || a != 1 {
-		return fmt.Errorf("%s: not listening", what)
-	}
-	sa, err := unix.Getsockname(ln.FD)
+	sa, err := listeningSocket(ln.FD)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	var port int
+	var ipv string // the IP version of a TCP socket
 	switch a := sa.(type) {
 	case *unix.SockaddrUnix:
 		if ln.Network != "unix" {
@@ -154,21 +162,18 @@ func checkListenerFD(ln inheritedLn) error {
 		}
 		return nil
 	case *unix.SockaddrInet4:
-		if ln.Network != "tcp" && ln.Network != "tcp4" {
-			return fmt.Errorf("%s: is an IPv4 socket", what)
-		}
-		port = a.Port
+		port, ipv = a.Port, "4"
 	case *unix.SockaddrInet6:
-		if ln.Network != "tcp" && ln.Network != "tcp6" {
-			return fmt.Errorf("%s: is an IPv6 socket", what)
-		}
-		port = a.Port
+		port, ipv = a.Port, "6"
 	default:
 		return fmt.Errorf("%s: unexpected address family", what)
 	}
+	if ln.Network != "tcp" && ln.Network != "tcp"+ipv {
+		return fmt.Errorf("%s: is an IPv%s socket", what, ipv)
+	}
 	if _, p, err := net.SplitHostPort(ln.Addr); err == nil {
 		if want, err := net.LookupPort(ln.Network, p); err == nil && want != 0 && want != port {
-			return fmt.Errorf("%s: bound to port %s", what, strconv.Itoa(port))
+			return fmt.Errorf("%s: bound to port %d", what, port)
 		}
 	}
 	return nil

@@ -110,65 +110,45 @@ type inheritedListener struct {
 	handed  bool // from a service manager or grace, not from a graceful predecessor
 }
 
-var proc struct {
-	once sync.Once
-	inh  *inheritance
-	err  error
-}
-
 // inherited returns this process's inheritance, reading the environment the
 // first time it is called.
-func inherited() (*inheritance, error) {
-	proc.once.Do(func() {
-		proc.inh, proc.err = loadInheritance()
-		if proc.inh == nil {
-			proc.inh = &inheritance{}
-		}
-		proc.inh.keys = map[net.Listener]lnKey{}
-		proc.inh.files = map[net.Listener]os.FileInfo{}
-	})
-	return proc.inh, proc.err
-}
+var inherited = sync.OnceValues(func() (*inheritance, error) {
+	inh, err := loadInheritance()
+	if inh == nil {
+		inh = &inheritance{}
+	}
+	inh.keys = map[net.Listener]lnKey{}
+	inh.files = map[net.Listener]os.FileInfo{}
+	return inh, err
+})
 
 // claim hands out the inherited listener for network and addr, once.
 func (in *inheritance) claim(network, addr string) net.Listener {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	pick := func(match func(*inheritedListener) bool) net.Listener {
+	// The address as asked for, then as bound, then, with socket activation,
+	// where the service manager chose the interface: a server asking for
+	// ":8080" takes the socket bound on 8080, wherever.
+	for _, match := range []func(*inheritedListener) bool{
+		func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr },
+		func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr(), false) },
+		func(il *inheritedListener) bool { return il.handed && sameAddr(network, addr, il.l.Addr(), true) },
+	} {
 		for _, il := range in.lns {
 			if !il.claimed && match(il) {
 				il.claimed = true
-				in.keys[il.l] = lnKey{network, addr}
-				in.noteFile(il.l, network, addr)
+				in.note(il.l, network, addr)
 				return il.l
 			}
 		}
-		return nil
 	}
-	if l := pick(func(il *inheritedListener) bool { return il.Network == network && il.Addr == addr }); l != nil {
-		return l
-	}
-	if l := pick(func(il *inheritedListener) bool { return sameAddr(network, addr, il.l.Addr()) }); l != nil {
-		return l
-	}
-	// With socket activation the service manager chooses the interface:
-	// a server asking for ":8080" takes the socket bound on 8080, wherever.
-	return pick(func(il *inheritedListener) bool { return il.handed && samePort(network, addr, il.l.Addr()) })
-}
-
-// samePort reports whether addr asks for any interface on have's port.
-func samePort(network, addr string, have net.Addr) bool {
-	h, ok := have.(*net.TCPAddr)
-	if !ok || !strings.HasPrefix(network, "tcp") {
-		return false
-	}
-	want, err := net.ResolveTCPAddr(network, addr)
-	return err == nil && want.Port != 0 && want.Port == h.Port && (want.IP == nil || want.IP.IsUnspecified())
+	return nil
 }
 
 // sameAddr reports whether a listener bound at have would be the one asked
 // for as network and addr, for a configuration that spells it differently.
-func sameAddr(network, addr string, have net.Addr) bool {
+// With anyIP, an addr for any interface takes have on whichever it is.
+func sameAddr(network, addr string, have net.Addr, anyIP bool) bool {
 	switch h := have.(type) {
 	case *net.UnixAddr:
 		return network == "unix" && h.Name == addr
@@ -181,7 +161,7 @@ func sameAddr(network, addr string, have net.Addr) bool {
 			return false
 		}
 		if want.IP == nil || want.IP.IsUnspecified() {
-			return h.IP == nil || h.IP.IsUnspecified()
+			return anyIP || h.IP == nil || h.IP.IsUnspecified()
 		}
 		return want.IP.Equal(h.IP)
 	}
@@ -190,19 +170,19 @@ func sameAddr(network, addr string, have net.Addr) bool {
 
 func (in *inheritance) remember(l net.Listener, network, addr string) {
 	in.mu.Lock()
-	in.keys[l] = lnKey{network, addr}
-	in.noteFile(l, network, addr)
+	in.note(l, network, addr)
 	in.mu.Unlock()
 }
 
-// noteFile records which file a Unix listener's socket is, so that a final
-// shutdown removes that socket and never a file put in its place.
-func (in *inheritance) noteFile(l net.Listener, network, addr string) {
-	if network != "unix" {
-		return
-	}
-	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		in.files[l] = fi
+// note records the address l was asked for and, for a Unix listener, which
+// file its socket is, so that a final shutdown removes that socket and never
+// a file put in its place. The caller holds in.mu.
+func (in *inheritance) note(l net.Listener, network, addr string) {
+	in.keys[l] = lnKey{network, addr}
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			in.files[l] = fi
+		}
 	}
 }
 
@@ -234,7 +214,7 @@ func (in *inheritance) forget(l net.Listener) {
 	in.mu.Unlock()
 }
 
-// unclaimed closes and returns the addresses of inherited listeners that no
+// closeUnclaimed closes and returns the addresses of inherited listeners that no
 // server of this process asked for.
 func (in *inheritance) closeUnclaimed() []string {
 	in.mu.Lock()

@@ -71,16 +71,15 @@ func (n *notifier) send(state string) {
 // watchdog at once, so that a restart never leaves the service manager a
 // whole period without a ping.
 func (n *notifier) ready(status string) {
+	msg := daemon.SdNotifyReady
 	if status != "" {
-		n.send(daemon.SdNotifyReady + "\nSTATUS=" + status)
-	} else {
-		n.send(daemon.SdNotifyReady)
+		msg += "\nSTATUS=" + status
 	}
-	if n == nil || n.interval == 0 || n.ticker != nil {
-		return
+	n.send(msg)
+	if n != nil && n.interval > 0 && n.ticker == nil {
+		n.ping()
+		n.ticker = time.NewTicker(n.interval)
 	}
-	n.send(daemon.SdNotifyWatchdog)
-	n.ticker = time.NewTicker(n.interval)
 }
 
 // reloading says a restart has begun.

@@ -1,8 +1,6 @@
 package graceful
 
-import (
-	"net/http"
-)
+import "net/http"
 
 // ReadinessHandler returns a handler for a load balancer's or an
 // orchestrator's readiness check: it answers 200 "ready" while the server
