@@ -214,7 +214,7 @@ func exitOnClose(err error) error {
 // http.ErrServerClosed after a hand-over, a SIGTERM or SIGINT drain or a call
 // to Shutdown, or with another error if serving could not start or failed.
 func (s *Server) ListenAndServe() error {
-	return s.start(nil, nil, false, "", "")
+	return s.start(context.Background(), nil, false, "", "")
 }
 
 // Run is ListenAndServe under the control of ctx, for programs that manage
@@ -236,7 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 // certificate and key files given, or s.TLSConfig if both are empty. Extra
 // servers use TLS when their TLSConfig holds a certificate.
 func (s *Server) ListenAndServeTLS(certFile, keyFile string) error {
-	return s.start(nil, nil, true, certFile, keyFile)
+	return s.start(context.Background(), nil, true, certFile, keyFile)
 }
 
 // ServeTLS is Serve with TLS on l, as ListenAndServeTLS.
@@ -244,7 +244,7 @@ func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
 	if l == nil {
 		return errors.New("graceful: ServeTLS: nil listener")
 	}
-	return s.start(nil, l, true, certFile, keyFile)
+	return s.start(context.Background(), l, true, certFile, keyFile)
 }
 
 // Serve serves on l, and on the addresses of s.Extra, until the server is
@@ -255,7 +255,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if l == nil {
 		return errors.New("graceful: Serve: nil listener")
 	}
-	return s.start(nil, l, false, "", "")
+	return s.start(context.Background(), l, false, "", "")
 }
 
 // OnRestart registers f to run in this process when it has been replaced by

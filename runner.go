@@ -127,9 +127,7 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 		pidFile:  absPath(s.PIDFile),
 	}
 	r.hot.r = r
-	if ctx != nil {
-		r.ctxDone = ctx.Done()
-	}
+	r.ctxDone = ctx.Done() // nil, never done, for Background
 	s.run = r
 	s.mu.Unlock()
 	defer func() {
