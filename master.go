@@ -493,6 +493,15 @@ func (m *master) resize(delta int) error {
 		m.drain(w, msgDrain)
 	}
 	delete(m.respawn, m.n)
+	if p := m.phase; p != nil && p.cur != nil && p.cur.id >= m.n {
+		// The phase's new worker boots for the slot that went away: once
+		// ready it would serve outside every slot, unsupervised.
+		if p.cur.p != nil {
+			p.cur.p.abort()
+		}
+		p.cur = nil
+		m.advance()
+	}
 	return nil
 }
 

@@ -35,6 +35,7 @@ type script struct {
 	noBeats   bool          // ready, then silent
 	dieAtGo   bool          // exit once told to go, before serving
 	drainHold chan struct{} // told to drain, exit only once this closes
+	readyHold chan struct{} // report ready only once this closes
 }
 
 type fakes struct {
@@ -127,6 +128,9 @@ func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 			return
 		case sc.hang:
 			return
+		}
+		if sc.readyHold != nil {
+			<-sc.readyHold
 		}
 		f.note("ready %d", pid)
 		fmt.Fprintf(theirs, "ready %d\n", pid)
@@ -449,4 +453,37 @@ func TestFakeSingleHotRestart(t *testing.T) {
 	default:
 		t.Fatal("the OnRestart hooks did not run in the replaced process")
 	}
+}
+
+// TestFakeFewerDuringPhase: one worker fewer (SIGTTOU) while the phase's
+// new worker boots for the slot that goes away. That worker must not end
+// up serving in a slot beyond those wanted, where no one supervises it,
+// and a later worker more (SIGTTIN) would start a second one over it.
+func TestFakeFewerDuringPhase(t *testing.T) {
+	hold := make(chan struct{})
+	f := &fakes{script: func(sp spawnSpec) script {
+		if sp.worker != nil && sp.worker.Gen == 1 && sp.worker.WorkerID == 1 {
+			return script{readyHold: hold}
+		}
+		return script{}
+	}}
+	r, done := fakeMaster(t, 2, f)
+	workers(t, r, 2, 0)
+	phased := request{kind: reqPhased, done: make(chan error, 1)}
+	require.NoError(t, r.send(context.Background(), phased))
+	// Slot 0's new worker is the third child, slot 1's the fourth.
+	require.Eventually(t, func() bool { return f.saw("spawn 100004 gen 1") }, 10*time.Second, time.Millisecond,
+		"the phase never reached slot 1")
+	fewer := request{kind: reqResize, delta: -1, done: make(chan error, 1)}
+	require.NoError(t, r.send(context.Background(), fewer))
+	require.NoError(t, r.await(context.Background(), fewer))
+	close(hold)
+	require.NoError(t, <-phased.done)
+	time.Sleep(300 * time.Millisecond) // the master's ticks
+	st, err := r.status(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.WorkersWanted)
+	workers(t, r, 1, 1)
+	r.sigs <- os.Interrupt
+	assert.Equal(t, http.ErrServerClosed, <-done)
 }
