@@ -80,6 +80,13 @@ func takeInheritEnv() envSnapshot {
 	os.Unsetenv(envInherit)
 	snap := envSnapshot{set: true, ppid: os.Getppid()}
 	snap.desc, snap.err = parseInherit(v)
+	if d := snap.desc; d != nil && d.PPID != snap.ppid && !d.Worker && orphaned(d) {
+		// The predecessor died even before this process started: the
+		// description is still this process's, the listeners are checked
+		// as ever, and stderr, a pipe to the dead process, is replaced.
+		snap.ppid = d.PPID
+		dup2(d.Stderr, 2)
+	}
 	// Keep the descriptors from processes the application starts before
 	// it listens.
 	if d := snap.desc; d != nil && d.PPID == snap.ppid {
@@ -177,6 +184,13 @@ func checkListenerFD(ln inheritedLn) error {
 		}
 	}
 	return nil
+}
+
+// orphaned reports whether d's control socket is a socket whose other end,
+// held by the process that wrote d, has closed: that process died.
+func orphaned(d *inheritDesc) bool {
+	var st unix.Stat_t
+	return unix.Fstat(d.Ctrl, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && peerClosed(d.Ctrl)
 }
 
 // inheritedBase is the Base a predecessor passed, or "".

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -149,4 +151,51 @@ func TestClusterStopRefusesNewConnections(t *testing.T) {
 	assert.NoError(t, err, "the request in flight")
 	assert.Equal(t, "slept 6000\n", string(body))
 	stop(t, s)
+}
+
+// TestOrphanedBeforeItRan: a successor whose predecessor died before the
+// successor's own code ran (its parent PID is no longer the one its
+// description names, and the predecessor's end of the control socket is
+// closed) still takes over the sockets it was given: it serves on them and
+// names itself in the pidfile. The test holds the port, so the server can
+// only serve on the socket passed to it.
+func TestOrphanedBeforeItRan(t *testing.T) {
+	_, server := binaries(t)
+	port, err := proc.FreePort()
+	require.NoError(t, err)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	l, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	defer l.Close()
+	lf, err := l.(*net.TCPListener).File()
+	require.NoError(t, err)
+	defer lf.Close()
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	syscall.Close(pair[0]) // the dead predecessor's end
+	ctrl := os.NewFile(uintptr(pair[1]), "ctrl")
+	defer ctrl.Close()
+	errR, errW, err := os.Pipe()
+	require.NoError(t, err)
+	defer errR.Close()
+	var logs proc.Buffer
+	go io.Copy(&logs, errR)
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	desc := url.Values{"v": {"1"}, "ppid": {strconv.Itoa(dead.Process.Pid)}, "l": {"3:tcp:" + addr}, "ctrl": {"4"}, "stderr": {"5"}}
+	s, err := proc.StartFiles(port, nil, server, t.TempDir(), []string{"GRACEFUL_INHERIT=" + desc.Encode()}, []*os.File{lf, ctrl, errW})
+	require.NoError(t, err)
+	errW.Close()
+	t.Cleanup(func() {
+		s.Kill()
+		if t.Failed() {
+			t.Logf("server output:\n%s\n%s", s.Output, logs.String())
+		}
+	})
+	pid, err := s.WaitPIDFile(0, 15*time.Second)
+	require.NoError(t, err, "the orphan never named itself in the pidfile")
+	assert.Equal(t, s.PID(), pid)
+	_, got, _ := get(t, "tcp", addr, "/")
+	assert.Equal(t, strconv.Itoa(pid), got, "it serves on the socket it was given")
+	require.NoError(t, s.Stop(10*time.Second))
 }
