@@ -199,10 +199,6 @@ func (m *master) request(req request) {
 	case reqPhased:
 		m.phased("PhasedRestart", req.done)
 	case reqResize:
-		if m.stopping != notStopping {
-			req.done <- ErrDraining
-			return
-		}
 		req.done <- m.resize(req.delta)
 	}
 }
@@ -479,6 +475,10 @@ func (m *master) tick(now time.Time) {
 
 // resize adds or removes a worker (SIGTTIN, SIGTTOU).
 func (m *master) resize(delta int) error {
+	if m.stopping != notStopping {
+		m.r.log.Warn("graceful: workers not changed: stopping")
+		return ErrDraining
+	}
 	if m.n+delta < 1 {
 		m.r.log.Warn("graceful: at least one worker stays", "workers", m.n)
 		return errMinWorkers

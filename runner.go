@@ -165,8 +165,9 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 		r.log.Info("graceful: closed an inherited listener no server asked for", "addr", a)
 	}
 	if r.worker() {
+		// Left caught (and ignored) when the worker returns: what the
+		// program does then must not be cut by a signal to the group.
 		r.handleSignals(notifyWorkerSignals)
-		defer stopSignals(r.sigs)
 		return fail(r.runWorker())
 	}
 	r.notify = newNotifier(r.log)
