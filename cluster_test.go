@@ -227,6 +227,9 @@ func TestCrashLoopBackoff(t *testing.T) {
 	mode := filepath.Join(t.TempDir(), "mode")
 	s := start(t, server, "TS_WORKERS=2", "TS_MODE_FILE="+mode)
 	waitAllGen(t, s, 0)
+	// Both booted before the mode changes: only the killed one's
+	// replacements may read it.
+	require.Eventually(t, func() bool { return strings.Count(s.Output.String(), "worker ready") == 2 }, 15*time.Second, 5*time.Millisecond)
 	pid, _ := strconv.Atoi(probe(t, s.Addr()).pid)
 	require.NoError(t, os.WriteFile(mode, []byte("exit"), 0o644))
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
