@@ -38,7 +38,8 @@ type config struct {
 	Fresh       int           `json:"restart_new_connection_clients"`
 	SlowClients int           `json:"restart_slow_clients"`
 
-	ThroughputOnly bool `json:"-"`
+	ThroughputOnly bool   `json:"-"`
+	Only           string `json:"-"`
 }
 
 type throughput struct {
@@ -109,6 +110,7 @@ func main() {
 	flag.IntVar(&cfg.Fresh, "fresh", 2, "new-connection clients during restarts")
 	flag.IntVar(&cfg.SlowClients, "slowc", 2, "clients of slow requests during restarts")
 	tpOnly := flag.Bool("throughput", false, "run only the pinned throughput rounds")
+	flag.StringVar(&cfg.Only, "only", "", "run only the restart rows whose name contains this, and no throughput rounds")
 	flag.Parse()
 	cfg.ThroughputOnly = *tpOnly
 	if *short {
@@ -139,6 +141,9 @@ func run(cfg config, out string, short bool) error {
 	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg, MemoryMB: map[string]float64{}}
 
 	for _, clients := range []string{"keep-alive", "new connection"} {
+		if cfg.Only != "" {
+			break
+		}
 		tp, err := measureThroughput(cfg, bins, dir, clients)
 		if err != nil {
 			return err
@@ -149,8 +154,10 @@ func run(cfg config, out string, short bool) error {
 		fmt.Print(markdown(rep))
 		return nil
 	}
-	if rep.Unpinned, err = measureCluster(cfg, bins, dir, rep.MemoryMB); err != nil {
-		return err
+	if cfg.Only == "" {
+		if rep.Unpinned, err = measureCluster(cfg, bins, dir, rep.MemoryMB); err != nil {
+			return err
+		}
 	}
 	g := bins["graceful"]
 	info := []string{"GRACEFUL_LOG=info"}
@@ -168,7 +175,7 @@ func run(cfg config, out string, short bool) error {
 	}
 	targets = append(targets, pumaTargets()...)
 	for _, t := range targets {
-		if short && !t.ours {
+		if short && !t.ours || !strings.Contains(t.name, cfg.Only) {
 			continue
 		}
 		r, err := measureRestarts(cfg, t, dir)
