@@ -78,10 +78,12 @@ func (f *fakes) index(s string) int {
 func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 	// The master's end is as in spawn; the child's end is non-blocking, so
 	// that closing it, as a dying process would, ends the read under way.
-	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return nil, err
 	}
+	syscall.CloseOnExec(pair[0])
+	syscall.CloseOnExec(pair[1])
 	syscall.SetNonblock(pair[1], true)
 	ours, theirs := os.NewFile(uintptr(pair[0]), "ours"), os.NewFile(uintptr(pair[1]), "theirs")
 	f.mu.Lock()
