@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -45,7 +46,9 @@ func listenControl(inh *inheritance, path string) (net.Listener, error) {
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	if err := unix.Fchmod(fd, 0o600); err != nil {
+	// Linux applies a socket's mode to the file bind creates; some
+	// systems refuse fchmod on a socket, and get the chmod below alone.
+	if err := unix.Fchmod(fd, 0o600); err != nil && runtime.GOOS == "linux" {
 		return fail(err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {

@@ -64,7 +64,7 @@ func (d *inheritDesc) numbers() []numField {
 		{"ctrl", &d.Ctrl, 1, maxInheritFD, true},
 		{"stderr", &d.Stderr, 1, maxInheritFD, true},
 		{"n", &d.Restarts, 1, 1 << 30, false},
-		{"st", &d.StartTimeout, 1, 1 << 40, false},
+		{"st", &d.StartTimeout, 1, 1 << 30, false},
 		{"w", &d.WorkerID, 0, 1 << 20, d.Worker},
 		{"gen", &d.Gen, 0, 1 << 20, d.Worker},
 		{"hb", &d.Heartbeat, 1, 1 << 30, d.Worker},

@@ -209,7 +209,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	}
 	defer errW.Close()
 
-	desc := inheritDesc{PPID: os.Getpid(), Base: baseDir(), StartTimeout: int(sp.timeout / time.Millisecond)}
+	desc := inheritDesc{PPID: os.Getpid(), Base: baseDir(), StartTimeout: int(min(sp.timeout/time.Millisecond, 1<<29))}
 	role := "successor"
 	// A worker never speaks to the service manager; a successor does, and
 	// its watchdog is its own.
