@@ -154,7 +154,8 @@ type Server struct {
 	// stop, and one worker more or fewer. The socket is created with mode
 	// 0600, so only the user the server runs as can use it; it passes to
 	// successors with the listeners and is removed on a final shutdown.
-	// The protocol is HTTP with JSON; see the README.
+	// The protocol is HTTP with JSON; see the README. Like Workers, it
+	// needs Unix: elsewhere the server logs a warning and serves without it.
 	Control string
 
 	// ShutdownDelay is how long a stop (SIGTERM, SIGINT or Shutdown)

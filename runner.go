@@ -156,7 +156,12 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	if err := r.listen(l, useTLS, certFile, keyFile); err != nil {
 		return fail(err)
 	}
-	if r.control != "" && !r.worker() {
+	switch {
+	case r.control == "" || r.worker():
+	case !restartSupported:
+		// As with Workers: what needs Unix is left out, with a word.
+		r.log.Warn("graceful: the control socket needs Unix; serving without it", "control", r.control)
+	default:
 		if err := r.openControl(r.control); err != nil {
 			return fail(err)
 		}
