@@ -351,6 +351,11 @@ func TestFakeStopSignalWhileRetiring(t *testing.T) {
 				for _, p := range pids {
 					assert.False(t, f.saw(fmt.Sprintf("killed %d", p)), "worker %d was killed by the first stop signal", p)
 				}
+			} else {
+				for _, p := range pids {
+					require.Eventually(t, func() bool { return f.saw(fmt.Sprintf("killed %d", p)) }, 5*time.Second, time.Millisecond,
+						"the second stop signal killed worker %d", p)
+				}
 			}
 			close(hold)
 			assert.Equal(t, http.ErrServerClosed, <-done)
