@@ -132,6 +132,7 @@ func (r *runner) snapshot(state string) *Status {
 // began records the start of a restart; ended its outcome.
 func (r *runner) began(kind string) {
 	r.last = &RestartStatus{Kind: kind, Started: time.Now()}
+	r.saveState(r.last)
 }
 
 func (r *runner) ended(err error) {
@@ -142,4 +143,5 @@ func (r *runner) ended(err error) {
 	if err != nil {
 		r.last.Error = err.Error()
 	}
+	r.savedEnd(err)
 }
