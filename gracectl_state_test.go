@@ -142,7 +142,16 @@ func TestGracectlPidfilePhasedOutcome(t *testing.T) {
 	require.NoError(t, os.WriteFile(modeFile, nil, 0o644))
 	waitAllGen(t, s, 1) // the old workers serve on
 
-	// A hot restart of the whole tree.
+	// A hot restart of the whole tree: a new master that cannot start,
+	// then one that can.
+	require.NoError(t, os.WriteFile(modeFile, []byte("exit"), 0o644))
+	out, errs, code, took = ctlTimed(t, "--pidfile", s.PIDFile, "--timeout", "60s", "restart")
+	assert.Equal(t, 1, code, "%s%s", out, errs)
+	assert.Less(t, took, quick, "gracectl took %s to report the failure", took)
+	assert.Contains(t, errs, "restart failed: ")
+	assert.Contains(t, errs, "configured to fail")
+	assert.Equal(t, master, s.PID())
+	require.NoError(t, os.WriteFile(modeFile, nil, 0o644))
 	out, errs, code = ctlRun(t, "--pidfile", s.PIDFile, "--timeout", "60s", "restart")
 	require.Equal(t, 0, code, "%s%s", out, errs)
 	newMaster, err := s.WaitPIDFile(master, time.Second)

@@ -129,7 +129,8 @@ func (r *runner) snapshot(state string) *Status {
 	return st
 }
 
-// began records the start of a restart; ended its outcome.
+// began records the start of a restart; ended its outcome. Both record it
+// in the state file too (statefile.go).
 func (r *runner) began(kind string) {
 	r.last = &RestartStatus{Kind: kind, Started: time.Now()}
 	r.saveState(r.last)
