@@ -222,6 +222,7 @@ func (r *runner) takeOver() (serving func(), err error) {
 		if err := writePIDFile(r.pidFile, os.Getpid()); err != nil {
 			return serving, fmt.Errorf("graceful: %w", err)
 		}
+		r.stateTakenOver()
 		return serving, nil
 	}
 	ctrl, _, orphaned, err := r.handshake()
@@ -238,6 +239,7 @@ func (r *runner) takeOver() (serving func(), err error) {
 		r.notify.mainPID(os.Getpid())
 	}
 	return func() {
+		r.stateTakenOver() // before "serving": the predecessor then writes no more
 		ctrl.Write([]byte(message{kind: msgServing}.String() + "\n"))
 		ctrl.Close()
 	}, nil
@@ -575,6 +577,7 @@ func (r *runner) end() error {
 	} else {
 		if r.pidFile != "" && !r.worker() {
 			removePIDFile(r.pidFile, os.Getpid())
+			removeStateFile(r.pidFile, os.Getpid())
 		}
 		r.log.Info("graceful: stopped", "pid", os.Getpid())
 	}

@@ -129,9 +129,11 @@ func (r *runner) snapshot(state string) *Status {
 	return st
 }
 
-// began records the start of a restart; ended its outcome.
+// began records the start of a restart; ended its outcome. Both record it
+// in the state file too (statefile.go).
 func (r *runner) began(kind string) {
 	r.last = &RestartStatus{Kind: kind, Started: time.Now()}
+	r.saveState(r.last)
 }
 
 func (r *runner) ended(err error) {
@@ -142,4 +144,5 @@ func (r *runner) ended(err error) {
 	if err != nil {
 		r.last.Error = err.Error()
 	}
+	r.savedEnd(err)
 }

@@ -19,9 +19,17 @@
 // the wait.
 //
 // With only --pidfile it sends signals to the process the pidfile names
-// (SIGUSR2, SIGUSR1, SIGTERM, SIGTTIN, SIGTTOU). It can then wait for a
-// restart only by watching the pidfile name a new process, cannot learn
-// why a restart failed, and cannot show the status.
+// (SIGUSR2, SIGUSR1, SIGTERM, SIGTTIN, SIGTTOU), and learns the rest from
+// the state file the server keeps beside the pidfile (PIDFILE.state; see
+// graceful.State). restart and phased-restart then wait, as with
+// --control, until the state file records the outcome of the restart the
+// signal began: exit 1 with the reason the server logged when it failed,
+// 0 once a successor serves (restart) or every worker has been replaced
+// (phased-restart). status and stats use the control socket the state
+// file names; a server without one has only its state file to show, and
+// gracectl says what it cannot know then. (A server of a release that
+// keeps no state file: restart waits for the pidfile to name a new
+// process, phased-restart does not wait, status refuses.)
 //
 // A pidfile left behind by a server that is gone may name a PID the system
 // has since given to another process. Before it signals, gracectl checks
@@ -91,7 +99,7 @@ func main() {
 	c := &ctl{out: os.Stdout}
 	fs := flag.NewFlagSet("gracectl", flag.ContinueOnError)
 	fs.StringVar(&c.control, "control", "", "path of the server's control socket")
-	fs.StringVar(&c.pidfile, "pidfile", "", "path of the server's pidfile (signals only)")
+	fs.StringVar(&c.pidfile, "pidfile", "", "path of the server's pidfile (signals, and its state file)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "how long to wait for the outcome")
 	fs.BoolVar(&c.noWait, "no-wait", false, "return once the server has taken the order")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
@@ -271,15 +279,7 @@ func printStatus(w io.Writer, st *graceful.Status) {
 	fmt.Fprintf(tw, "listeners\t%s\n", strings.Join(st.Listeners, " "))
 	fmt.Fprintf(tw, "requests\t%d in flight, %d served\n", st.RequestsInFlight, st.RequestsTotal)
 	if lr := st.LastRestart; lr != nil {
-		outcome := "under way"
-		if !lr.Finished.IsZero() {
-			outcome = "ok"
-			if lr.Error != "" {
-				outcome = "failed: " + lr.Error
-			}
-			outcome += fmt.Sprintf(" (took %s)", lr.Finished.Sub(lr.Started).Round(time.Millisecond))
-		}
-		fmt.Fprintf(tw, "last restart\t%s at %s: %s\n", lr.Kind, lr.Started.Format(time.RFC3339), outcome)
+		fmt.Fprintf(tw, "last restart\t%s\n", restartLine(lr))
 	}
 	if st.Mode == "cluster" {
 		fmt.Fprintf(tw, "workers\t%d wanted\n", st.WorkersWanted)
@@ -300,7 +300,9 @@ func printStatus(w io.Writer, st *graceful.Status) {
 	tw.Flush()
 }
 
-// viaSignals runs cmd by signalling the process the pidfile names.
+// viaSignals runs cmd by signalling the process the pidfile names, and
+// waits for the outcome by watching the state file beside the pidfile.
+// status and stats use the control socket the state file names.
 func (c *ctl) viaSignals(cmd string) error {
 	type order struct {
 		sig  syscall.Signal
@@ -314,7 +316,7 @@ func (c *ctl) viaSignals(cmd string) error {
 	o, ok := orders[cmd]
 	if !ok {
 		if cmd == "status" || cmd == "stats" {
-			return fmt.Errorf("%s needs the control socket: pass --control (set the Server's Control field)", cmd)
+			return c.statusViaState(cmd)
 		}
 		return fmt.Errorf("unknown command %q (see gracectl -h)", cmd)
 	}
@@ -334,10 +336,16 @@ func (c *ctl) viaSignals(cmd string) error {
 	if err != nil {
 		return err
 	}
+	// What the server recorded before the signal: the restart the signal
+	// leads to is a later one (or one already under way, which it joins).
+	before := c.stateOf(pid)
 	if o.sig == syscall.SIGTTIN || o.sig == syscall.SIGTTOU || o.sig == syscall.SIGUSR1 {
-		if info.singleMode() {
+		if info.singleMode() || before != nil && before.Mode == "single" {
 			return failure{fmt.Errorf("%s: pid %d serves in single mode, and single mode has no workers; nothing sent", cmd, pid)}
 		}
+	}
+	if err := busy(cmd, pid, before); err != nil {
+		return err
 	}
 	if err := p.Signal(o.sig); err != nil {
 		if errors.Is(err, os.ErrProcessDone) {
@@ -349,7 +357,13 @@ func (c *ctl) viaSignals(cmd string) error {
 	switch {
 	case c.noWait:
 		fmt.Fprintf(c.out, "%s: sent %s to pid %d\n", cmd, o.name, pid)
+	case cmd == "restart" && before != nil:
+		return c.waitHot(pid, before, deadline)
+	case cmd == "phased-restart" && before != nil:
+		return c.waitPhased(pid, before, deadline)
 	case cmd == "restart":
+		// No state file: a server of an older release. Wait for the
+		// pidfile to name another process.
 		for time.Now().Before(deadline) {
 			if np, _, err := c.readPID(); err == nil && np != pid {
 				fmt.Fprintf(c.out, "restart: done; pid %d took over from pid %d\n", np, pid)
@@ -360,7 +374,7 @@ func (c *ctl) viaSignals(cmd string) error {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		return failure{fmt.Errorf("restart: no new process took over within %s; see the server's log (with --control, gracectl would say why)", c.timeout)}
+		return failure{fmt.Errorf("restart: no new process took over within %s; see the server's log (it keeps no state file %s, from which gracectl would learn why)", c.timeout, graceful.StatePath(c.pidfile))}
 	case cmd == "stop":
 		for time.Now().Before(deadline) {
 			if !alive(pid) {
@@ -370,6 +384,8 @@ func (c *ctl) viaSignals(cmd string) error {
 			time.Sleep(20 * time.Millisecond)
 		}
 		return failure{fmt.Errorf("stop: pid %d still running after %s", pid, c.timeout)}
+	case cmd == "phased-restart":
+		fmt.Fprintf(c.out, "%s: sent %s to pid %d (it keeps no state file %s: use --control to wait for the outcome)\n", cmd, o.name, pid, graceful.StatePath(c.pidfile))
 	default:
 		fmt.Fprintf(c.out, "%s: sent %s to pid %d (use --control to wait for the outcome)\n", cmd, o.name, pid)
 	}
