@@ -13,7 +13,8 @@
 // scrape, so its numbers are those `gracectl stats` prints. In a cluster,
 // the master serves nothing: the scrape reaches a worker, which asks its
 // master over the control socket, so set Control; the numbers then cover
-// the whole tree.
+// the whole tree. Without Control, a worker exports only graceful_up and
+// its own request metrics.
 //
 // Restart and respawn counters carry on across hot restarts; request
 // counters are those of the serving process (a cluster's master) and
@@ -105,11 +106,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	gauge(inFlightDesc, float64(st.RequestsInFlight))
+	counter(requestsDesc, st.RequestsTotal)
+	if st.Mode == "worker" {
+		// A worker that cannot ask its master (no Control): its own
+		// requests only; the restarts are the master's to count.
+		return
+	}
 	counter(restartsDesc, st.HotRestartsOK, "hot", "ok")
 	counter(restartsDesc, st.HotRestartsFailed, "hot", "failed")
 	gauge(lastRestartDesc, st.LastHotRestartSeconds, "hot")
-	gauge(inFlightDesc, float64(st.RequestsInFlight))
-	counter(requestsDesc, st.RequestsTotal)
 	if st.Mode != "cluster" {
 		return
 	}
