@@ -49,7 +49,7 @@ func (c *counters) restartEnded(kind string, d time.Duration, err error) {
 	c.last[k] = d
 }
 
-// fill sets the counts of st: those carried over from the predecessors
+// fillCounts sets the counts of st: those carried over from the predecessors
 // plus this process's own.
 func (r *runner) fillCounts(st *Status) {
 	c := &r.counts
