@@ -33,6 +33,9 @@ type inheritDesc struct {
 	Base string
 	// StartTimeout is how long, in ms, the child has to become ready.
 	StartTimeout int
+	// Counts of the lineage that the successor carries on (metrics.go):
+	// failed hot restarts, phased restarts by outcome, worker respawns.
+	HotFailed, PhasedOK, PhasedFailed, Respawns int
 
 	// Set when the process is a worker of a master (PPID).
 	Worker    bool
@@ -65,6 +68,10 @@ func (d *inheritDesc) numbers() []numField {
 		{"stderr", &d.Stderr, 1, maxInheritFD, true},
 		{"n", &d.Restarts, 1, 1 << 30, false},
 		{"st", &d.StartTimeout, 1, 1 << 30, false},
+		{"hf", &d.HotFailed, 1, 1 << 30, false},
+		{"po", &d.PhasedOK, 1, 1 << 30, false},
+		{"pf", &d.PhasedFailed, 1, 1 << 30, false},
+		{"rs", &d.Respawns, 1, 1 << 30, false},
 		{"w", &d.WorkerID, 0, 1 << 20, d.Worker},
 		{"gen", &d.Gen, 0, 1 << 20, d.Worker},
 		{"hb", &d.Heartbeat, 1, 1 << 30, d.Worker},
@@ -96,7 +103,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	for k, vs := range v {
 		switch k {
-		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n", "wd", "st":
+		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n", "wd", "st", "hf", "po", "pf", "rs":
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}

@@ -17,6 +17,13 @@ func TestInheritRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, d, got)
 
+	// The counts a successor carries on.
+	d.Restarts, d.HotFailed, d.PhasedOK, d.PhasedFailed, d.Respawns = 4, 1, 7, 2, 3
+	got, err = parseInherit(d.encode())
+	require.NoError(t, err)
+	assert.Equal(t, d, got)
+
+	d.Restarts, d.HotFailed, d.PhasedOK, d.PhasedFailed, d.Respawns = 0, 0, 0, 0, 0
 	d.Worker, d.WorkerID, d.Gen, d.Heartbeat = true, 0, 3, 500
 	got, err = parseInherit(d.encode())
 	require.NoError(t, err)

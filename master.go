@@ -399,6 +399,7 @@ func (m *master) event(ev masterEvent) {
 		m.retired += w.total
 		if m.draining[w] {
 			delete(m.draining, w)
+			m.r.counts.drain = time.Since(w.drainAt)
 			log.Info("graceful: worker exited", "worker", w.id, "gen", w.gen, "pid", w.pid(), "status", exitStatus(ev.err))
 			return
 		}
@@ -468,6 +469,7 @@ func (m *master) tick(now time.Time) {
 		delete(m.respawn, id)
 		if id < m.n && m.slots[id] == nil {
 			m.slots[id] = m.start(id, m.gen, m.rel)
+			m.r.counts.respawns++
 		}
 	}
 	m.advance()

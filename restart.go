@@ -223,6 +223,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	} else {
 		desc.Restarts = 1
 	}
+	r.carryCounts(&desc)
 	var files []*os.File
 	defer func() {
 		for _, f := range files {

@@ -41,6 +41,7 @@ type runner struct {
 	inflight  atomic.Int64   // requests being served
 	total     atomic.Uint64  // requests finished
 	last      *RestartStatus // the last restart begun; owned by the loop
+	counts    counters       // restarts, respawns, drains (metrics.go); owned by the loop
 	successor atomic.Int64   // the process that took over, once one has
 
 	notify   *notifier // nil in a worker
@@ -242,6 +243,7 @@ func (r *runner) takeOver() (serving func(), err error) {
 		r.stateTakenOver() // before "serving": the predecessor then writes no more
 		ctrl.Write([]byte(message{kind: msgServing}.String() + "\n"))
 		ctrl.Close()
+		r.tookOver()
 	}, nil
 }
 

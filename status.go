@@ -45,6 +45,42 @@ type Status struct {
 	Workers []WorkerStatus `json:"workers,omitempty"`
 	// LastRestart is the most recent restart this process began, if any.
 	LastRestart *RestartStatus `json:"last_restart,omitempty"`
+
+	// The counts below are those of the service since the service manager
+	// (or a shell) started its first process: a process started by a hot
+	// restart carries on its predecessor's. In a cluster they are the
+	// master's. A failed restart is one that left the old processes
+	// serving, or that a stop abandoned.
+
+	// HotRestartsOK counts the hot restarts that succeeded: a successor
+	// took over. The same as Restarts in the process that serves.
+	HotRestartsOK uint64 `json:"hot_restarts_ok"`
+	// HotRestartsFailed counts the hot restarts that failed.
+	HotRestartsFailed uint64 `json:"hot_restarts_failed"`
+	// PhasedRestartsOK counts the phased restarts that replaced every
+	// worker.
+	PhasedRestartsOK uint64 `json:"phased_restarts_ok"`
+	// PhasedRestartsFailed counts the phased restarts that stopped before
+	// replacing every worker.
+	PhasedRestartsFailed uint64 `json:"phased_restarts_failed"`
+	// WorkerRespawns counts the workers a master started in place of one
+	// that died, missed its heartbeat or failed to boot.
+	WorkerRespawns uint64 `json:"worker_respawns"`
+
+	// LastHotRestartSeconds is how long the last hot restart took: in the
+	// process that began it, from the request until its successor served
+	// or the restart failed; in the successor, from its own start until it
+	// served. 0 when there was none.
+	LastHotRestartSeconds float64 `json:"last_hot_restart_seconds"`
+	// LastPhasedRestartSeconds is how long the master's last phased
+	// restart took, from the request until it completed or failed. 0 when
+	// there was none; it is not carried over a hot restart.
+	LastPhasedRestartSeconds float64 `json:"last_phased_restart_seconds"`
+	// LastDrainSeconds is how long a cluster's master saw the last worker
+	// drain take, from the order to drain (with ShutdownDelay, when the
+	// master stops) until the worker exited. 0 in single mode: a process
+	// that drains itself no longer answers.
+	LastDrainSeconds float64 `json:"last_drain_seconds"`
 }
 
 // WorkerStatus is one worker of a cluster as its master sees it. Request
@@ -126,6 +162,7 @@ func (r *runner) snapshot(state string) *Status {
 		c := *r.last
 		st.LastRestart = &c
 	}
+	r.fillCounts(st)
 	return st
 }
 
@@ -144,5 +181,6 @@ func (r *runner) ended(err error) {
 	if err != nil {
 		r.last.Error = err.Error()
 	}
+	r.counts.restartEnded(r.last.Kind, r.last.Finished.Sub(r.last.Started), err)
 	r.savedEnd(err)
 }
