@@ -17,7 +17,8 @@ import (
 // it once per process.
 func ExampleServer_StatusVar() {
 	srv := &graceful.Server{Server: &http.Server{Addr: "127.0.0.1:0", Handler: http.NotFoundHandler()}, NoSignals: true}
-	expvar.Publish("graceful", srv.StatusVar())
+	var v expvar.Var = srv.StatusVar()
+	// In a program, once: expvar.Publish("graceful", v).
 
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -25,7 +26,7 @@ func ExampleServer_StatusVar() {
 	var st graceful.Status
 	for deadline := time.Now().Add(10 * time.Second); st.State != "serving" && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		st = graceful.Status{}
-		json.Unmarshal([]byte(expvar.Get("graceful").String()), &st)
+		json.Unmarshal([]byte(v.String()), &st)
 	}
 	fmt.Printf("%s mode, %s; hot restarts: %d ok, %d failed\n", st.Mode, st.State, st.HotRestartsOK, st.HotRestartsFailed)
 	stop()
