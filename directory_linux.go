@@ -15,7 +15,8 @@ import (
 // /proc/self/fd, after both have been deleted.
 type heldRelease struct {
 	mu       sync.Mutex
-	dir, exe int // -1 once closed
+	dir, exe int  // -1 once closed
+	script   bool // the executable starts with "#!"
 }
 
 // holdRelease opens the release directory dir and the executable rel
@@ -43,7 +44,14 @@ func holdRelease(dir, rel string) (*heldRelease, error) {
 		}
 		return nil, fmt.Errorf("holding %s open: %w", rel, err)
 	}
-	return &heldRelease{dir: d, exe: e}, nil
+	h := &heldRelease{dir: d, exe: e}
+	if f, err := os.Open("/proc/self/fd/" + strconv.Itoa(e)); err == nil {
+		b := make([]byte, 2)
+		n, _ := f.Read(b)
+		h.script = string(b[:n]) == "#!"
+		f.Close()
+	}
+	return h, nil
 }
 
 func openRetry(at int, path string, flags int) (int, error) {
@@ -79,7 +87,14 @@ func (h *heldRelease) use(cmd *exec.Cmd) (done func()) {
 	if err != nil {
 		return nothing
 	}
-	exe, err := unix.FcntlInt(uintptr(h.exe), unix.F_DUPFD_CLOEXEC, low)
+	// A script's interpreter opens the script by the path it is given,
+	// after execve: for it, the copy stays open across execve (and is
+	// then one descriptor the new process inherits and does not use).
+	dup := unix.F_DUPFD_CLOEXEC
+	if h.script {
+		dup = unix.F_DUPFD
+	}
+	exe, err := unix.FcntlInt(uintptr(h.exe), dup, low)
 	if err != nil {
 		unix.Close(dir)
 		return nothing

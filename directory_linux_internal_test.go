@@ -93,3 +93,31 @@ func TestHeldReleaseStartsAfterDeletion(t *testing.T) {
 	_, err = run()
 	assert.ErrorContains(t, err, "chdir "+r1, "closed, it starts by path")
 }
+
+// TestHeldScriptStartsAfterDeletion: a release whose executable is a
+// script (a launcher) starts from what is held, also once deleted: its
+// interpreter can open it.
+func TestHeldScriptStartsAfterDeletion(t *testing.T) {
+	root := t.TempDir()
+	r1 := filepath.Join(root, "r1")
+	require.NoError(t, os.MkdirAll(filepath.Join(r1, "bin"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(r1, "bin", "app"), []byte("#!/bin/sh\necho \"launched in $(readlink /proc/$$/cwd)\"\n"), 0o755))
+	current := filepath.Join(root, "current")
+	require.NoError(t, os.Symlink(r1, current))
+	r := &runner{dir: current, exeRel: "bin/app"}
+	rel, err := r.resolveRelease(true)
+	require.NoError(t, err)
+	defer rel.close()
+	require.NoError(t, os.Remove(current))
+	require.NoError(t, os.RemoveAll(r1))
+	out, err := os.CreateTemp(root, "out")
+	require.NoError(t, err)
+	defer out.Close()
+	cmd := exec.Command(rel.exe)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, out, os.Stderr
+	require.NoError(t, rel.start(cmd))
+	require.NoError(t, cmd.Wait())
+	b, err := os.ReadFile(out.Name())
+	require.NoError(t, err)
+	assert.Equal(t, "launched in "+r1+" (deleted)\n", string(b))
+}
