@@ -100,6 +100,9 @@ type Server struct {
 	// PIDFile, if set, is kept naming the process that serves: written
 	// when serving starts and rewritten, atomically, when a successor
 	// takes over. It is removed when the server shuts down for good.
+	// Beside it the server keeps a state file (see StatePath) naming the
+	// control socket and the outcome of the last restart, for gracectl
+	// --pidfile and deploy scripts.
 	PIDFile string
 
 	// ShutdownTimeout bounds a drain. Requests still running when it ends
