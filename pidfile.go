@@ -8,14 +8,22 @@ import (
 	"strconv"
 )
 
-// writePIDFile makes path name pid, atomically: readers see the old content
-// or the new, never a partial file.
+// writePIDFile makes path name pid, atomically.
 func writePIDFile(path string, pid int) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := writeAtomic(path, []byte(strconv.Itoa(pid)+"\n")); err != nil {
 		return fmt.Errorf("pidfile: %w", err)
 	}
-	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+	return nil
+}
+
+// writeAtomic replaces path with b, mode 0644: readers see the old content
+// or the new, never a partial file.
+func writeAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
@@ -27,9 +35,8 @@ func writePIDFile(path string, pid int) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("pidfile: %w", err)
 	}
-	return nil
+	return err
 }
 
 // removePIDFile removes path if it still names pid.

@@ -2,10 +2,8 @@ package graceful
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -141,20 +139,7 @@ func writeState(path string, st *State) error {
 	if err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	err = errors.Join(err, f.Close())
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
 	return nil
