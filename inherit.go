@@ -107,9 +107,10 @@ func parseInherit(s string) (*inheritDesc, error) {
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}
-		case "l":
 		default:
-			return nil, fmt.Errorf("unknown field %q", k)
+			// "l" (listeners, any number), or a field of a later
+			// release, ignored: a hot restart into an older release (a
+			// rollback) must not fail on what it does not know.
 		}
 	}
 	if got := v.Get("v"); got != inheritVersion {
