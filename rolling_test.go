@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -263,8 +264,7 @@ func newRollingFixture(t *testing.T, r string) *rollingFixture {
 	t.Helper()
 	f := &rollingFixture{t: t}
 	for i := 0; i < 3; i++ {
-		port, err := proc.FreePort()
-		require.NoError(t, err)
+		port := portBelowEphemeral(t)
 		dir := t.TempDir()
 		f.ports = append(f.ports, port)
 		f.dirs = append(f.dirs, dir)
@@ -297,6 +297,26 @@ func newRollingFixture(t *testing.T, r string) *rollingFixture {
 		}
 	}
 	return f
+}
+
+// portBelowEphemeral returns a free port on 127.0.0.1 below Linux's
+// ephemeral range (32768 and up by default), for an instance that is
+// restarted on the same port: between the old process's exit and the new
+// one's bind, a port in that range can be taken as the local port of an
+// outgoing connection (the balancer's health checks, the load), and the
+// new process would fail to bind.
+func portBelowEphemeral(t *testing.T) int {
+	t.Helper()
+	for try := 0; try < 100; try++ {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
 }
 
 // name is instance i's server name in the balancers' configuration.
