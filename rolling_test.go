@@ -95,6 +95,9 @@ func startHAProxy(t *testing.T, name, retries string, backends []int) *haproxy {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
+		bin, err = exec.LookPath("/usr/sbin/haproxy") // Debian's, if PATH lacks sbin
+	}
+	if err != nil {
 		t.Skip("haproxy is not installed (Debian: apt-get install haproxy); the rolling deploy tests need it")
 	}
 	dir := t.TempDir()
