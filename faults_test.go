@@ -96,18 +96,7 @@ func waitExit(s *proc.Server, timeout time.Duration) error {
 func startInGroup(t *testing.T, bin string, env ...string) *proc.Server {
 	t.Helper()
 	s, err := proc.StartInGroup(bin, t.TempDir(), env)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.Dump()
-		}
-		s.Kill()
-		proc.ReapZombies()
-		if t.Failed() {
-			t.Logf("server output:\n%s", s.Output)
-		}
-	})
-	return s
+	return tracked(t, s, err)
 }
 
 // TestStopSignalWhileRetiring: the first SIGTERM to a process that is

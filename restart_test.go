@@ -75,6 +75,13 @@ func binaries(t *testing.T) (hello, server string) {
 func start(t *testing.T, bin string, env ...string) *proc.Server {
 	t.Helper()
 	s, err := proc.Start(bin, t.TempDir(), env)
+	return tracked(t, s, err)
+}
+
+// tracked fails the test if the server could not start, and ends it when
+// the test does, showing its output if the test failed.
+func tracked(t *testing.T, s *proc.Server, err error) *proc.Server {
+	t.Helper()
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
