@@ -120,10 +120,14 @@ func TestTLSHotRestart(t *testing.T) {
 					resent++
 				}
 				switch {
-				case err != nil && strings.Contains(err.Error(), "cannot retry err [http2: Transport received Server's graceful shutdown GOAWAY] after Request.Body was written"):
+				case err != nil && (strings.Contains(err.Error(), "cannot retry err [http2: Transport received Server's graceful shutdown GOAWAY] after Request.Body was written") ||
+					strings.Contains(err.Error(), "net/http: cannot rewind body after connection loss")):
 					// In flight when the server sent GOAWAY, which
-					// says it was not processed; net/http cannot
-					// resend a body it has already read.
+					// says it was not processed, or on a connection
+					// net/http found gone once the GOAWAY came
+					// (net/http only retries what it knows was not
+					// processed); either way it cannot resend a body
+					// it has already read.
 					unprocessed++
 				case err != nil:
 					fail++
