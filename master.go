@@ -552,6 +552,7 @@ func (m *master) kill() {
 // end finishes the run once every worker has exited.
 func (m *master) end() error {
 	m.limit.Stop()
+	m.hot.reap(max(m.r.s.ShutdownDelay, 0) + durationOr(m.r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 	if m.stopping == stopFinal {
 		m.r.removeSocketFiles()
 	}

@@ -572,6 +572,7 @@ func (r *runner) stop(why string, now bool) {
 
 // end finishes the run once drained: hooks, pidfile, answers.
 func (r *runner) end() error {
+	r.hot.reap(max(r.s.ShutdownDelay, 0) + durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 	r.runServerHooks(r.hooks...)
 	if r.retired != nil {
 		r.retired.release()
