@@ -219,3 +219,31 @@ func TestGracectlPidfileStatus(t *testing.T) {
 	assert.Equal(t, "single", known.Mode)
 	stop(t, n)
 }
+
+// TestGracectlPidfileDamagedState: a server whose state file was removed
+// (a tmp cleaner) or damaged rewrites it as the restart begins; `gracectl
+// restart` of a release that cannot start must then report the failure
+// within seconds, not wait out its --timeout and say the server keeps no
+// state file.
+func TestGracectlPidfileDamagedState(t *testing.T) {
+	_, server := binaries(t)
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_MODE_FILE="+modeFile)
+	pid := s.PID()
+	require.NoError(t, os.WriteFile(modeFile, []byte("exit"), 0o644))
+	for _, damage := range []string{"removed", "corrupt"} {
+		path := graceful.StatePath(s.PIDFile)
+		if damage == "removed" {
+			require.NoError(t, os.Remove(path))
+		} else {
+			require.NoError(t, os.WriteFile(path, []byte(`{"pid": 1, "mo`), 0o644))
+		}
+		out, errs, code, took := ctlTimed(t, "--pidfile", s.PIDFile, "--timeout", "60s", "restart")
+		assert.Equal(t, 1, code, "%s: %s%s", damage, out, errs)
+		assert.Less(t, took, quick, "%s: gracectl took %s to report the failure", damage, took)
+		assert.Contains(t, errs, "restart failed: ", damage)
+		assert.Contains(t, errs, "configured to fail", damage)
+		assert.Equal(t, pid, s.PID(), "the old process serves on")
+	}
+	stop(t, s)
+}
