@@ -193,6 +193,7 @@ func (m *master) request(req request) {
 		}
 		if req.kind == reqClose && !m.killed {
 			m.kill()
+			m.hot.kill()
 		}
 	case reqRestart:
 		m.restart("Restart", req.done)

@@ -513,10 +513,12 @@ func TestFakeFewerDuringPhase(t *testing.T) {
 // to go and before it said it serves. It may accept already (a successor
 // of an older release says nothing for a while): it must be asked to stop
 // and drain, not killed, and the old process must end only once it has
-// exited. In single mode and in a cluster's master.
+// exited. Close kills it, as it kills everything. In single mode and in a
+// cluster's master.
 func TestFakeStopWhileConfirming(t *testing.T) {
-	for _, cluster := range []bool{false, true} {
-		t.Run(fmt.Sprintf("cluster=%v", cluster), func(t *testing.T) {
+	for _, c := range []struct{ cluster, close bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		cluster := c.cluster
+		t.Run(fmt.Sprintf("cluster=%v,close=%v", c.cluster, c.close), func(t *testing.T) {
 			hold := make(chan struct{})
 			defer close(hold)
 			f := &fakes{script: func(sp spawnSpec) script {
@@ -553,14 +555,23 @@ func TestFakeStopWhileConfirming(t *testing.T) {
 				}
 				return false
 			}, 10*time.Second, 2*time.Millisecond, "the successor was never told to go")
-			r.sigs <- syscall.SIGTERM
+			if c.close {
+				// Close cuts everything at once, the successor too.
+				require.NoError(t, r.call(context.Background(), reqClose))
+			} else {
+				r.sigs <- syscall.SIGTERM
+			}
 			select {
 			case err := <-done:
 				assert.Equal(t, http.ErrServerClosed, err)
 			case <-time.After(20 * time.Second):
 				t.Fatal("the old process did not end")
 			}
-			assert.False(t, f.saw(fmt.Sprintf("killed %d", succ)), "the successor, told to go, was killed")
+			if c.close {
+				assert.True(t, f.saw(fmt.Sprintf("killed %d", succ)), "Close did not kill the successor")
+			} else {
+				assert.False(t, f.saw(fmt.Sprintf("killed %d", succ)), "the successor, told to go, was killed")
+			}
 			assert.True(t, f.saw(fmt.Sprintf("stopped %d", succ)), "the successor was not asked to stop")
 			select {
 			case err := <-restarted:

@@ -135,6 +135,14 @@ func (h *hotRestart) abort(why string) {
 	h.succ, h.told = nil, false
 }
 
+// kill kills the successor abort asked to stop, if any: Close cuts its
+// requests too, and does not wait for its drain.
+func (h *hotRestart) kill() {
+	if h.stopped != nil {
+		h.stopped.signal(os.Kill)
+	}
+}
+
 // reap waits, at the end of the run, for the successor abort asked to stop
 // to exit, so that none outlives this process; one still running after
 // limit is killed.

@@ -517,6 +517,7 @@ func (r *runner) request(req request) {
 	case reqClose:
 		r.waiters = append(r.waiters, req.done)
 		r.stop("Close called", true)
+		r.hot.kill()
 		r.drain.force()
 	case reqRestart:
 		switch {
