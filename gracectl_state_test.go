@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,4 +219,69 @@ func TestGracectlPidfileStatus(t *testing.T) {
 	assert.Equal(t, pid, known.PID)
 	assert.Equal(t, "single", known.Mode)
 	stop(t, n)
+}
+
+// TestGracectlPidfileDamagedState: a server whose state file was removed
+// (a tmp cleaner) or damaged rewrites it as the restart begins; `gracectl
+// restart` of a release that cannot start must then report the failure
+// within seconds, not wait out its --timeout and say the server keeps no
+// state file.
+func TestGracectlPidfileDamagedState(t *testing.T) {
+	_, server := binaries(t)
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_MODE_FILE="+modeFile)
+	pid := s.PID()
+	require.NoError(t, os.WriteFile(modeFile, []byte("exit"), 0o644))
+	for _, damage := range []string{"removed", "corrupt"} {
+		path := graceful.StatePath(s.PIDFile)
+		if damage == "removed" {
+			require.NoError(t, os.Remove(path))
+		} else {
+			require.NoError(t, os.WriteFile(path, []byte(`{"pid": 1, "mo`), 0o644))
+		}
+		out, errs, code, took := ctlTimed(t, "--pidfile", s.PIDFile, "--timeout", "60s", "restart")
+		assert.Equal(t, 1, code, "%s: %s%s", damage, out, errs)
+		assert.Less(t, took, quick, "%s: gracectl took %s to report the failure", damage, took)
+		assert.Contains(t, errs, "restart failed: ", damage)
+		assert.Contains(t, errs, "configured to fail", damage)
+		assert.Equal(t, pid, s.PID(), "the old process serves on")
+	}
+	stop(t, s)
+}
+
+// TestGracectlPidfileOldDiesMidRestart: the old process SIGKILLed while
+// its successor boots; the successor serves alone once ready. `gracectl
+// restart`, waiting, must report that it took over, not that no process
+// did the moment the old one died.
+func TestGracectlPidfileOldDiesMidRestart(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_MODE_FILE="+mode)
+	old := s.PID()
+	require.NoError(t, os.WriteFile(mode, []byte("sleep 2s"), 0o644))
+	type result struct {
+		out, errs string
+		code      int
+	}
+	res := make(chan result, 1)
+	go func() {
+		out, errs, code := ctlRun(t, "--pidfile", s.PIDFile, "--timeout", "60s", "restart")
+		res <- result{out, errs, code}
+	}()
+	succ := waitLogPID(t, s, `successor started successor=(\d+)`, 0)
+	waitOutput(t, s, "testserver: booting for 2s")
+	require.NoError(t, syscall.Kill(old, syscall.SIGKILL))
+	var r result
+	select {
+	case r = <-res:
+	case <-time.After(70 * time.Second):
+		t.Fatal("gracectl did not return")
+	}
+	assert.Equal(t, 0, r.code, "%s%s", r.out, r.errs)
+	assert.Contains(t, r.out, "pid "+strconv.Itoa(succ)+" took over from pid "+strconv.Itoa(old))
+	pid, err := s.WaitPIDFile(old, 15*time.Second)
+	require.NoError(t, err, "the pidfile never named the successor")
+	assert.Equal(t, succ, pid)
+	waitServedBy(t, s, succ)
+	stop(t, s)
 }

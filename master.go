@@ -193,6 +193,7 @@ func (m *master) request(req request) {
 		}
 		if req.kind == reqClose && !m.killed {
 			m.kill()
+			m.hot.kill()
 		}
 	case reqRestart:
 		m.restart("Restart", req.done)
@@ -552,6 +553,7 @@ func (m *master) kill() {
 // end finishes the run once every worker has exited.
 func (m *master) end() error {
 	m.limit.Stop()
+	m.hot.reap(max(m.r.s.ShutdownDelay, 0) + durationOr(m.r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 	if m.stopping == stopFinal {
 		m.r.removeSocketFiles()
 	}

@@ -36,6 +36,7 @@ type script struct {
 	dieAtGo   bool          // exit once told to go, before serving
 	drainHold chan struct{} // told to drain, exit only once this closes
 	readyHold chan struct{} // report ready only once this closes
+	goHold    chan struct{} // once told to go, say it serves only once this closes
 }
 
 type fakes struct {
@@ -116,7 +117,13 @@ func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 	}
 	f.exits[pid] = exit
 	f.mu.Unlock()
-	s.signal = func(os.Signal) error {
+	s.signal = func(sig os.Signal) error {
+		if sig != os.Kill {
+			// Asked to stop: it drains (at once) and exits.
+			f.note("stopped %d", pid)
+			exit(nil)
+			return nil
+		}
 		f.note("killed %d", pid)
 		exit(errors.New("signal: killed"))
 		return nil
@@ -145,6 +152,13 @@ func (f *fakes) spawn(sp spawnSpec) (*successor, error) {
 		if sc.dieAtGo {
 			exit(errors.New("signal: killed"))
 			return
+		}
+		if sc.goHold != nil {
+			select {
+			case <-sc.goHold:
+			case <-s.exited:
+				return
+			}
 		}
 		if sp.worker == nil {
 			fmt.Fprintf(theirs, "serving\n")
@@ -493,4 +507,79 @@ func TestFakeFewerDuringPhase(t *testing.T) {
 	workers(t, r, 1, 1)
 	r.sigs <- os.Interrupt
 	assert.Equal(t, http.ErrServerClosed, <-done)
+}
+
+// TestFakeStopWhileConfirming: a stop signal after the successor was told
+// to go and before it said it serves. It may accept already (a successor
+// of an older release says nothing for a while): it must be asked to stop
+// and drain, not killed, and the old process must end only once it has
+// exited. Close kills it, as it kills everything. In single mode and in a
+// cluster's master.
+func TestFakeStopWhileConfirming(t *testing.T) {
+	for _, c := range []struct{ cluster, close bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		cluster := c.cluster
+		t.Run(fmt.Sprintf("cluster=%v,close=%v", c.cluster, c.close), func(t *testing.T) {
+			hold := make(chan struct{})
+			defer close(hold)
+			f := &fakes{script: func(sp spawnSpec) script {
+				if sp.worker != nil {
+					return script{}
+				}
+				return script{goHold: hold}
+			}}
+			var r *runner
+			var done chan error
+			if cluster {
+				r, done = fakeMaster(t, 1, f)
+				workers(t, r, 1, 0)
+			} else {
+				r, _, done = fakeSingle(t, f)
+			}
+			restarted := make(chan error, 1)
+			go func() { restarted <- r.call(context.Background(), reqRestart) }()
+			var succ int
+			require.Eventually(t, func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				succ = 0
+				for _, l := range f.log {
+					var pid int
+					if _, err := fmt.Sscanf(l, "spawn %d gen -1", &pid); err == nil {
+						succ = pid
+					}
+				}
+				for _, l := range f.log {
+					if succ != 0 && l == fmt.Sprintf("go %d", succ) {
+						return true
+					}
+				}
+				return false
+			}, 10*time.Second, 2*time.Millisecond, "the successor was never told to go")
+			if c.close {
+				// Close cuts everything at once, the successor too.
+				require.NoError(t, r.call(context.Background(), reqClose))
+			} else {
+				r.sigs <- syscall.SIGTERM
+			}
+			select {
+			case err := <-done:
+				assert.Equal(t, http.ErrServerClosed, err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("the old process did not end")
+			}
+			if c.close {
+				assert.True(t, f.saw(fmt.Sprintf("killed %d", succ)), "Close did not kill the successor")
+			} else {
+				assert.False(t, f.saw(fmt.Sprintf("killed %d", succ)), "the successor, told to go, was killed")
+			}
+			assert.True(t, f.saw(fmt.Sprintf("stopped %d", succ)), "the successor was not asked to stop")
+			select {
+			case err := <-restarted:
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "restart abandoned")
+			case <-time.After(5 * time.Second):
+				t.Fatal("the Restart call got no answer")
+			}
+		})
+	}
 }

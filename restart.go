@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,7 @@ type hotRestart struct {
 	succ    *successor   // nil when no restart is under way
 	told    bool         // succ was told to go: its next outcome says whether it serves
 	waiters []chan error // Restart calls waiting on succ
+	stopped *successor   // one told to go, then asked by abort to stop
 }
 
 // begin starts a successor unless one is already starting. done, if not
@@ -110,20 +112,53 @@ func (h *hotRestart) failed(err error) {
 	h.r.notify.ready("restart failed: " + err.Error())
 }
 
-// abort kills a successor that is starting, if any.
+// abort ends a successor that is starting, if any. One not yet told to go
+// has accepted nothing and is killed. One told to go may be accepting
+// already, and killing it would cut the requests it took: it is asked to
+// stop, as this process is, and drains them; reap waits for it.
 func (h *hotRestart) abort(why string) {
 	if h.succ == nil {
 		return
 	}
-	h.succ.abort()
 	if h.told {
 		h.r.takeBack()
+		h.succ.signal(syscall.SIGTERM)
+		h.stopped = h.succ
+		h.r.log.Warn("graceful: restart abandoned; the successor, told to go, may serve already: asked to stop and drain", "successor", h.succ.pid(), "reason", why)
+	} else {
+		h.succ.abort()
+		h.r.log.Warn("graceful: restart abandoned", "successor", h.succ.pid(), "reason", why)
 	}
-	h.r.log.Warn("graceful: restart abandoned", "successor", h.succ.pid(), "reason", why)
 	err := fmt.Errorf("graceful: restart abandoned: %s", why)
 	h.r.ended(err)
 	h.answer(err)
 	h.succ, h.told = nil, false
+}
+
+// kill kills the successor abort asked to stop, if any: Close cuts its
+// requests too, and does not wait for its drain.
+func (h *hotRestart) kill() {
+	if h.stopped != nil {
+		h.stopped.signal(os.Kill)
+	}
+}
+
+// reap waits, at the end of the run, for the successor abort asked to stop
+// to exit, so that none outlives this process; one still running after
+// limit is killed.
+func (h *hotRestart) reap(limit time.Duration) {
+	s := h.stopped
+	if s == nil {
+		return
+	}
+	h.stopped = nil
+	select {
+	case <-s.exited:
+	case <-time.After(limit):
+		h.r.log.Warn("graceful: the successor asked to stop still runs; killing it", "successor", s.pid(), "after", limit)
+		s.kill()
+	}
+	s.release()
 }
 
 func (h *hotRestart) answer(err error) {

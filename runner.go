@@ -517,6 +517,7 @@ func (r *runner) request(req request) {
 	case reqClose:
 		r.waiters = append(r.waiters, req.done)
 		r.stop("Close called", true)
+		r.hot.kill()
 		r.drain.force()
 	case reqRestart:
 		switch {
@@ -572,6 +573,7 @@ func (r *runner) stop(why string, now bool) {
 
 // end finishes the run once drained: hooks, pidfile, answers.
 func (r *runner) end() error {
+	r.hot.reap(max(r.s.ShutdownDelay, 0) + durationOr(r.s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second)
 	r.runServerHooks(r.hooks...)
 	if r.retired != nil {
 		r.retired.release()

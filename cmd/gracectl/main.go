@@ -347,6 +347,7 @@ func (c *ctl) viaSignals(cmd string) error {
 	if err := busy(cmd, pid, before); err != nil {
 		return err
 	}
+	sent := time.Now()
 	if err := p.Signal(o.sig); err != nil {
 		if errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("%s to pid %d: it exited meanwhile: is the server running?", o.name, pid)
@@ -362,19 +363,26 @@ func (c *ctl) viaSignals(cmd string) error {
 	case cmd == "phased-restart" && before != nil:
 		return c.waitPhased(pid, before, deadline)
 	case cmd == "restart":
-		// No state file: a server of an older release. Wait for the
-		// pidfile to name another process.
+		// No state file of pid's: a server of an older release, or one
+		// whose file was removed or damaged, which it rewrites as the
+		// restart begins. Wait for the pidfile to name another process,
+		// or for pid to record that the restart the signal began failed.
 		for time.Now().Before(deadline) {
 			if np, _, err := c.readPID(); err == nil && np != pid {
 				fmt.Fprintf(c.out, "restart: done; pid %d took over from pid %d\n", np, pid)
 				return nil
+			}
+			if st := c.stateOf(pid); st != nil {
+				if lr := st.LastRestart; lr != nil && lr.Kind == "hot" && !lr.Started.Before(sent) && !lr.Finished.IsZero() && lr.Error != "" {
+					return failure{fmt.Errorf("restart failed: %s", lr.Error)}
+				}
 			}
 			if !alive(pid) {
 				return failure{fmt.Errorf("restart: pid %d exited and no process took over", pid)}
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		return failure{fmt.Errorf("restart: no new process took over within %s; see the server's log (it keeps no state file %s, from which gracectl would learn why)", c.timeout, graceful.StatePath(c.pidfile))}
+		return failure{fmt.Errorf("restart: no new process took over within %s; see the server's log (gracectl found no state file %s written by pid %d, from which it would learn why)", c.timeout, graceful.StatePath(c.pidfile), pid)}
 	case cmd == "stop":
 		for time.Now().Before(deadline) {
 			if !alive(pid) {

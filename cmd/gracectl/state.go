@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -62,6 +65,7 @@ func busy(cmd string, pid int, before *graceful.State) error {
 // failed (pid wrote why), or a successor took over and rewrote the state
 // file once it served.
 func (c *ctl) waitHot(pid int, before *graceful.State, deadline time.Time) error {
+	succ := -1 // a successor pid started, once looked for; 0: none
 	for time.Now().Before(deadline) {
 		st, err := graceful.ReadState(c.pidfile)
 		if err == nil {
@@ -82,7 +86,14 @@ func (c *ctl) waitHot(pid int, before *graceful.State, deadline time.Time) error
 				fmt.Fprintf(c.out, "restart: done; pid %d took over from pid %d\n", np, pid)
 				return nil
 			}
-			return failure{fmt.Errorf("restart: pid %d exited and no process took over", pid)}
+			// pid died during the restart: a successor it started serves
+			// alone once ready, and says so then.
+			if succ < 0 {
+				succ = startedBy(pid)
+			}
+			if succ == 0 || !alive(succ) {
+				return failure{fmt.Errorf("restart: pid %d exited and no process took over", pid)}
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -163,4 +174,32 @@ func restartLine(lr *graceful.RestartStatus) string {
 		outcome += fmt.Sprintf(" (took %s)", lr.Finished.Sub(lr.Started).Round(time.Millisecond))
 	}
 	return fmt.Sprintf("%s at %s: %s", lr.Kind, lr.Started.Format(time.RFC3339), outcome)
+}
+
+// startedBy returns a successor that pid started, which has not yet taken
+// over, or 0 if there is none: a process whose GRACEFUL_INHERIT names pid
+// as its parent and is not a worker's. Where /proc cannot tell, 0.
+func startedBy(pid int) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n == pid {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			v, ok := strings.CutPrefix(kv, "GRACEFUL_INHERIT=")
+			if !ok {
+				continue
+			}
+			q, err := url.ParseQuery(v)
+			if err == nil && q.Get("ppid") == strconv.Itoa(pid) && !q.Has("w") && alive(n) {
+				return n
+			}
+		}
+	}
+	return 0
 }
