@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -519,4 +520,52 @@ func directoryStart(t *testing.T, onPath bool) {
 	assert.Equal(t, "r2", probe(t, s.Addr()).build)
 	s.Bin = filepath.Join(root, "releases", "r2", "bin", "app")
 	stop(t, s)
+}
+
+// TestReadinessThroughPhases: a worker replaced in a phase drains, but the
+// service is not stopping: its readiness answer stays 200 to the end, so
+// that a load balancer polling it does not take the instance out.
+func TestReadinessThroughPhases(t *testing.T) {
+	_, server := binaries(t)
+	s := start(t, server, "TS_WORKERS=2", "TS_DRAIN_IDLE=500ms")
+	waitAllGen(t, s, 0)
+	var mu sync.Mutex
+	codes := map[int]int{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for n := 0; n < 100000; n++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				res, err := c.Get("http://" + s.Addr() + "/readyz")
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				mu.Lock()
+				codes[res.StatusCode]++
+				mu.Unlock()
+				time.Sleep(time.Duration(n%7) * 20 * time.Millisecond) // idle now and then
+			}
+		}()
+	}
+	for g := 1; g <= 3; g++ {
+		require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
+		waitOutput(t, s, fmt.Sprintf("phased restart complete gen=%d ", g))
+		waitAllGen(t, s, g)
+	}
+	close(done)
+	wg.Wait()
+	stop(t, s)
+	t.Logf("readiness answers: %v", codes)
+	assert.Greater(t, codes[http.StatusOK], 10)
+	assert.Zero(t, codes[http.StatusServiceUnavailable], "a worker replaced in a phase said it was stopping")
 }

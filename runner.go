@@ -553,9 +553,7 @@ func (r *runner) stop(why string, now bool) {
 		return
 	case stateDelaying:
 		if now {
-			r.delay.Stop()
-			r.delay = nil
-			r.startDrain(true)
+			r.drainNow()
 		}
 		return
 	}
@@ -569,6 +567,20 @@ func (r *runner) stop(why string, now bool) {
 		return
 	}
 	r.startDrain(true)
+}
+
+// drainNow ends ShutdownDelay, if under way, and begins the drain, if not
+// begun: what a worker does when its master says so. Unlike stop, it does
+// not mark the process not ready: a worker replaced in a phase drains, but
+// the service it belongs to is not stopping.
+func (r *runner) drainNow() {
+	if r.delay != nil {
+		r.delay.Stop()
+		r.delay = nil
+	}
+	if r.state != stateDraining {
+		r.startDrain(true)
+	}
 }
 
 // end finishes the run once drained: hooks, pidfile, answers.

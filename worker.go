@@ -105,9 +105,9 @@ func (r *runner) order(m message, ok bool) {
 	case ok && m.kind == msgReplace:
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", true)
 		r.hooks = []*[]func(){&r.s.hooks, &r.s.workerHooks}
-		r.stop("replaced", true)
+		r.drainNow()
 	case !ok || m.kind == msgDrain:
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", false)
-		r.stop("told to drain", true)
+		r.drainNow()
 	}
 }
