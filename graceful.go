@@ -181,6 +181,11 @@ type Server struct {
 	workerHooks   []func()
 	shutdownHooks []func()
 	run           *runner // set while serving
+
+	// Services (service.go): registered with AddService; begun is set
+	// once serving has started, after which none may be added.
+	services []*Service
+	begun    bool
 }
 
 // ListenAndServe listens on addr and serves handler, like
