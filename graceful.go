@@ -310,6 +310,9 @@ func (s *Server) Restart() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	r := s.runner()
 	if r == nil {
+		if s.Server == nil {
+			return nil
+		}
 		return s.Server.Shutdown(ctx)
 	}
 	return r.call(ctx, reqShutdown)
@@ -323,6 +326,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	r := s.runner()
 	if r == nil {
+		if s.Server == nil {
+			return nil
+		}
 		return s.Server.Close()
 	}
 	err := r.call(context.Background(), reqClose)

@@ -155,6 +155,7 @@ func (r *runner) snapshot(state string) *Status {
 		Listeners:        r.addrs(),
 		RequestsInFlight: r.inflight.Load(),
 		RequestsTotal:    r.total.Load(),
+		Services:         r.serviceStatus(),
 	}
 	st.WorkingDir, _ = os.Getwd()
 	if r.inh != nil && r.inh.desc != nil {
