@@ -141,7 +141,9 @@ func (svc *Service) label() string {
 	return svc.Addr
 }
 
-// ServiceStatus is one Service in a Status.
+// ServiceStatus is one Service in a Status. The counts are those the
+// service's Begin made in the process that answers: in a cluster's master,
+// which serves nothing, they are 0.
 type ServiceStatus struct {
 	Name string `json:"name"`
 	// Listener is the address served, as network:address.

@@ -31,7 +31,6 @@ type fakeService struct {
 	release  chan struct{} // closed to let GracefulStop return
 	stopped  chan struct{} // closed when Stop is called
 	once     sync.Once
-	relOnce  sync.Once
 }
 
 func newFakeService(name, addr string) *fakeService {
