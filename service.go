@@ -191,6 +191,9 @@ func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 		}
 		claims = append(claims, claim{what, network, addr})
 	}
+	if s.Server == nil && l != nil {
+		return errors.New("graceful: Serve: Server.Server is nil: nothing to serve the listener")
+	}
 	if s.Server != nil {
 		switch {
 		case l != nil:
@@ -314,7 +317,7 @@ func (r *runner) socketOf(l net.Listener) (net.Listener, error) {
 	}
 	a := l.Addr()
 	for k := range in.keys {
-		if ka := k.Addr(); ka.Network() == a.Network() && ka.String() == a.String() {
+		if ka := k.Addr(); ka.Network() == a.Network() && ka.String() == a.String() && open(k) {
 			return k, nil
 		}
 	}
@@ -322,6 +325,17 @@ func (r *runner) socketOf(l net.Listener) (net.Listener, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("a %T listener on %s has no socket that can be passed on at a restart: obtain it, or the listener it wraps, from graceful.Listen", l, a)
+}
+
+// open reports whether l's socket is still open: a listener from Listen
+// that the program closed is still in the table.
+func open(l net.Listener) bool {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
 // what names sv's server in errors.

@@ -263,6 +263,12 @@ func TestServiceBadInput(t *testing.T) {
 	assert.ErrorContains(t, srv.AddService(&graceful.Service{Name: "x", Addr: "127.0.0.1:0"}), "Serve is nil")
 	err := srv.ListenAndServe()
 	assert.ErrorContains(t, err, "no service", "a Server with nothing to serve")
+	l, err := graceful.Listen("tcp", freeAddr(t))
+	require.NoError(t, err)
+	only := &graceful.Server{NoSignals: true}
+	require.NoError(t, only.AddService(newFakeService("s", "127.0.0.1:0").svc))
+	assert.ErrorContains(t, only.Serve(l), "nothing to serve", "Serve without an http.Server")
+	l.Close()
 
 	serve := func(l net.Listener) error { select {} }
 	cases := []struct {
