@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,12 +70,19 @@ type Service struct {
 }
 
 // NewService returns a Service for a server with gRPC's method set
-// (*grpc.Server has it), listening on addr.
+// (*grpc.Server has it), listening on addr. For a nil server it returns a
+// Service without Serve, which AddService refuses.
 func NewService(name, addr string, s interface {
 	Serve(net.Listener) error
 	GracefulStop()
 	Stop()
 }) *Service {
+	if s == nil {
+		return &Service{Name: name, Addr: addr} // AddService refuses it
+	}
+	if v := reflect.ValueOf(s); v.Kind() == reflect.Pointer && v.IsNil() {
+		return &Service{Name: name, Addr: addr}
+	}
 	return &Service{Name: name, Addr: addr, Serve: s.Serve, GracefulStop: s.GracefulStop, Stop: s.Stop}
 }
 
@@ -86,7 +94,7 @@ func (s *Server) AddService(svc *Service) error {
 		return errors.New("graceful: AddService: nil service")
 	}
 	if svc.Serve == nil {
-		return fmt.Errorf("graceful: AddService: service %q: Serve is nil", svc.label())
+		return fmt.Errorf("graceful: AddService: service %q: Serve is nil (a nil server given to NewService?)", svc.label())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -204,6 +204,13 @@ func TestServiceServeFails(t *testing.T) {
 	}
 }
 
+// typedServer has gRPC's method set.
+type typedServer struct{}
+
+func (*typedServer) Serve(net.Listener) error { return nil }
+func (*typedServer) GracefulStop()            {}
+func (*typedServer) Stop()                    {}
+
 // noSocket wraps a listener and hides its socket, as a PROXY protocol or
 // limiting wrapper does.
 type noSocket struct{ net.Listener }
@@ -261,6 +268,10 @@ func TestServiceBadInput(t *testing.T) {
 	srv := &graceful.Server{NoSignals: true}
 	assert.ErrorContains(t, srv.AddService(nil), "nil service")
 	assert.ErrorContains(t, srv.AddService(&graceful.Service{Name: "x", Addr: "127.0.0.1:0"}), "Serve is nil")
+	assert.ErrorContains(t, srv.AddService(graceful.NewService("nil", "127.0.0.1:0", nil)), "Serve is nil")
+	assert.ErrorContains(t, srv.AddService(graceful.NewService("typed nil", "127.0.0.1:0", (*typedServer)(nil))), "Serve is nil")
+	assert.NoError(t, srv.AddService(graceful.NewService("fine", "127.0.0.1:0", &typedServer{})))
+	srv = &graceful.Server{NoSignals: true}
 	err := srv.ListenAndServe()
 	assert.ErrorContains(t, err, "no service", "a Server with nothing to serve")
 	l, err := graceful.Listen("tcp", freeAddr(t))
