@@ -41,6 +41,7 @@ func (r *runner) startDrain(final bool) {
 		go f()
 	}
 	r.s.mu.Unlock()
+	r.drainServices() // service.go: GracefulStop
 	r.drain = &drainer{
 		r:      r,
 		ticker: time.NewTicker(drainTick),
@@ -74,7 +75,7 @@ func (d *drainer) sweep() {
 	if d.r.serving > 0 {
 		return
 	}
-	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 {
+	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 && d.r.servicesStopped() {
 		d.finish()
 	}
 }
@@ -96,6 +97,7 @@ func (d *drainer) force() {
 		return
 	}
 	d.r.track.closeAll()
+	d.r.stopServices() // service.go: Stop
 	d.finish()
 }
 
@@ -104,6 +106,9 @@ func (d *drainer) finish() {
 	d.ticker.Stop()
 	d.timer.Stop()
 	for _, sv := range d.r.served {
+		if sv.srv == nil {
+			continue // a service
+		}
 		// Nothing is left to wait for: run the hooks registered on the
 		// http.Server itself and close what net/http still holds.
 		ctx, cancel := context.WithCancel(context.Background())

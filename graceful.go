@@ -87,8 +87,10 @@ var (
 // it finds set are still called.
 //
 // Run one Server per process: it owns the process's signals and the
-// listeners it inherited. Serve further ports through Extra. As with
-// http.Server, a Server that has returned from serving may not be reused.
+// listeners it inherited. Serve further ports through Extra, and servers
+// of other protocols (gRPC, raw TCP) through [Server.AddService]; with
+// services, Server may be nil. As with http.Server, a Server that has
+// returned from serving may not be reused.
 type Server struct {
 	*http.Server
 
@@ -181,6 +183,11 @@ type Server struct {
 	workerHooks   []func()
 	shutdownHooks []func()
 	run           *runner // set while serving
+
+	// Services (service.go): registered with AddService; begun is set
+	// once serving has started, after which none may be added.
+	services []*Service
+	begun    bool
 }
 
 // ListenAndServe listens on addr and serves handler, like
@@ -305,6 +312,9 @@ func (s *Server) Restart() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	r := s.runner()
 	if r == nil {
+		if s.Server == nil {
+			return nil
+		}
 		return s.Server.Shutdown(ctx)
 	}
 	return r.call(ctx, reqShutdown)
@@ -318,6 +328,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	r := s.runner()
 	if r == nil {
+		if s.Server == nil {
+			return nil
+		}
 		return s.Server.Close()
 	}
 	err := r.call(context.Background(), reqClose)

@@ -65,6 +65,8 @@ type runner struct {
 	hooks   []*[]func()  // hook lists to run once drained
 
 	spawner func(spawnSpec) (*successor, error) // tests' fake children; nil: spawn
+
+	svcs serviceRun // the services' stops (service.go)
 }
 
 type runState int
@@ -78,7 +80,9 @@ const (
 // served is one listener and the server that serves it.
 type served struct {
 	srv      *http.Server
-	l        net.Listener // as listened on, before tracking and TLS
+	svc      *Service     // a Service instead of srv (service.go)
+	l        net.Listener // the socket, as listened on, before tracking and TLS
+	serveL   net.Listener // if set, the wrapper of l that is served (service.go)
 	key      lnKey
 	useTLS   bool
 	certFile string
@@ -106,8 +110,8 @@ type request struct {
 // start listens, tells a predecessor it is ready (or writes the pidfile),
 // serves, and runs the loop until the server is replaced or stopped.
 func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFile, keyFile string) error {
-	if s.Server == nil {
-		return errors.New("graceful: Server.Server is nil")
+	if err := s.begin(); err != nil { // service.go
+		return err
 	}
 	s.mu.Lock()
 	if s.run != nil {
@@ -247,9 +251,13 @@ func (r *runner) takeOver() (serving func(), err error) {
 	}, nil
 }
 
-// listen obtains a listener for the main server and for each Extra one.
+// listen obtains a listener for the main server, each Extra one and each
+// service.
 func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) error {
 	s := r.s
+	if err := r.checkAddrs(l, useTLS); err != nil { // service.go
+		return err
+	}
 	main := &served{srv: s.Server, useTLS: useTLS, certFile: certFile, keyFile: keyFile}
 	if useTLS && (certFile != "" || keyFile != "") {
 		// Fail before telling a predecessor we are ready, not after.
@@ -257,9 +265,12 @@ func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) e
 			return fmt.Errorf("graceful: TLS key pair: %w", err)
 		}
 	}
-	if l != nil {
+	switch {
+	case s.Server == nil:
+		// Services only (service.go).
+	case l != nil:
 		main.l = l
-	} else {
+	default:
 		addr := s.Addr
 		if addr == "" && useTLS {
 			addr = ":https"
@@ -269,7 +280,9 @@ func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) e
 			return err
 		}
 	}
-	r.served = append(r.served, main)
+	if main.l != nil {
+		r.served = append(r.served, main)
+	}
 	for i, x := range s.Extra {
 		if x == nil {
 			return fmt.Errorf("graceful: Extra[%d] is nil", i)
@@ -279,6 +292,10 @@ func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) e
 			return err
 		}
 		r.served = append(r.served, &served{srv: x, l: xl, useTLS: hasCert(x.TLSConfig)})
+	}
+	// The services' listeners, the sockets under wrapped listeners, Wrap.
+	if err := r.listenServices(); err != nil {
+		return err
 	}
 	for _, sv := range r.served {
 		sv.key = r.inh.keyOf(sv.l)
@@ -293,6 +310,11 @@ func hasCert(c *tls.Config) bool {
 // closeListeners closes every listener of the run: to stop accepting, or
 // for a run that ends before serving.
 func (r *runner) closeListeners() {
+	for _, sv := range r.served {
+		if sv.serveL != nil {
+			sv.serveL.Close() // a wrapper: its Accept may not wait on the socket alone
+		}
+	}
 	for _, l := range r.listeners() {
 		r.inh.forget(l)
 		l.Close()
@@ -319,6 +341,10 @@ func (r *runner) serve() {
 	r.serveErr = make(chan error, len(r.served))
 	r.serving = len(r.served)
 	for _, sv := range r.served {
+		if sv.svc != nil {
+			r.serveService(sv) // service.go
+			continue
+		}
 		srv := sv.srv
 		h := srv.Handler
 		if h == nil {
@@ -341,7 +367,7 @@ func (r *runner) serve() {
 			return context.WithValue(ctx, drainKey{}, r.drainCh)
 		}
 		r.track.setupHTTP2(srv)
-		tl := &trackedListener{Listener: sv.l, t: r.track}
+		tl := &trackedListener{Listener: sv.listener(), t: r.track}
 		go func(sv *served) {
 			var err error
 			if sv.useTLS {

@@ -43,6 +43,8 @@ type Status struct {
 	// Workers are a master's worker processes, by slot, including those
 	// booting and those draining.
 	Workers []WorkerStatus `json:"workers,omitempty"`
+	// Services are the Services served beside HTTP (service.go).
+	Services []ServiceStatus `json:"services,omitempty"`
 	// LastRestart is the most recent restart this process began, if any.
 	LastRestart *RestartStatus `json:"last_restart,omitempty"`
 
@@ -153,6 +155,7 @@ func (r *runner) snapshot(state string) *Status {
 		Listeners:        r.addrs(),
 		RequestsInFlight: r.inflight.Load(),
 		RequestsTotal:    r.total.Load(),
+		Services:         r.serviceStatus(),
 	}
 	st.WorkingDir, _ = os.Getwd()
 	if r.inh != nil && r.inh.desc != nil {
