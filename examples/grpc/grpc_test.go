@@ -264,6 +264,13 @@ func (l *load) endedAfter(pid int, t time.Time) int {
 	return n
 }
 
+// pids counts the processes that served a stream.
+func (l *load) pids() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ends)
+}
+
 // assertNoFailures fails the test if any RPC failed or too few ran.
 func (l *load) assertNoFailures(t *testing.T, min int64) {
 	t.Helper()
@@ -289,7 +296,7 @@ const clients = 16
 // exits, streams in flight when a drain began finish in the old process,
 // and the RPC rate with and without restarts is logged.
 func TestHotRestartsUnderLoad(t *testing.T) {
-	a := start(t, true, "SHUTDOWN_TIMEOUT=20s")
+	a := start(t, true, "SHUTDOWN_TIMEOUT=20s", "STREAM_INTERVAL=5ms")
 	base := startLoad(t, a.Addr(), clients, 30*time.Second)
 	time.Sleep(2 * time.Second) // a fixed span to measure the rate without restarts
 	base.stop()
@@ -311,10 +318,13 @@ func TestHotRestartsUnderLoad(t *testing.T) {
 		if get(t, a.httpAddr+"/readyz") != http.StatusOK {
 			t.Errorf("restart %d: /readyz of %d not 200", i, np)
 		}
-		l.waitMore(t, clients)
+		l.waitMore(t, 2*clients)
 	}
 	l.stop()
 	l.assertNoFailures(t, 500)
+	if n := l.pids(); n < 21 {
+		t.Errorf("streams were served by %d processes; 21 served in turn", n)
+	}
 	t.Logf("hot: %.0f RPC/s without restarts (%d RPCs in %s), %.0f RPC/s across 20 hot restarts (%d RPCs in %s); %d streams ended in an old process after its successor took over",
 		base.rate(), base.ok.Load(), base.elapsed.Round(time.Millisecond), l.rate(), l.ok.Load(), l.elapsed.Round(time.Millisecond), spanning)
 	if spanning == 0 {
@@ -327,7 +337,7 @@ func TestHotRestartsUnderLoad(t *testing.T) {
 // (SIGUSR1) of a cluster of 2 workers serving gRPC and HTTP: no RPC fails
 // and the master keeps its PID.
 func TestPhasedRestartsUnderLoad(t *testing.T) {
-	a := start(t, true, "WORKERS=2", "SHUTDOWN_TIMEOUT=20s")
+	a := start(t, true, "WORKERS=2", "SHUTDOWN_TIMEOUT=20s", "STREAM_INTERVAL=5ms")
 	master := a.PID()
 	l := startLoad(t, a.Addr(), clients, 240*time.Second)
 	l.waitMore(t, clients)
@@ -336,10 +346,13 @@ func TestPhasedRestartsUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.waitOutput(t, fmt.Sprintf("phased restart complete gen=%d ", g), 60*time.Second)
-		l.waitMore(t, clients)
+		l.waitMore(t, 2*clients)
 	}
 	l.stop()
 	l.assertNoFailures(t, 500)
+	if n := l.pids(); n < 21 {
+		t.Errorf("streams were served by %d worker processes; at least one of each of the 21 generations should have", n)
+	}
 	if a.PID() != master {
 		t.Errorf("the master changed: %d, then %d", master, a.PID())
 	}
@@ -376,7 +389,10 @@ func TestGRPCAlone(t *testing.T) {
 				}
 			}
 			l.stop()
-			l.assertNoFailures(t, 50)
+			l.assertNoFailures(t, 20)
+			if n := l.pids(); n < 4 {
+				t.Errorf("streams were served by %d processes; want at least 4", n)
+			}
 			a.stop(t)
 		})
 	}
