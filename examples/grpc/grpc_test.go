@@ -563,4 +563,3 @@ func waitInFlight(t *testing.T, httpAddr string, n int64) {
 	}
 	t.Fatalf("Status never counted %d RPCs in flight; last: %s", n, last)
 }
-
