@@ -109,12 +109,11 @@ func (a *app) waitOutput(t *testing.T, want string, timeout time.Duration) {
 
 // dial connects a client with no retry policy (retries disabled) and no
 // wait-for-ready: an RPC fails as soon as the channel fails to connect.
-func dial(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
+func dial(addr string) *grpc.ClientConn {
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
 	if err != nil {
-		t.Fatal(err)
+		panic(err) // NewClient fails only for a malformed target or options; called from the load's goroutines too
 	}
 	return cc
 }
@@ -173,8 +172,9 @@ func check(ctx context.Context, cc *grpc.ClientConn) error {
 	return nil
 }
 
-// load is clients, each on a connection of its own, running a unary Check
-// and a streaming Count(5) in turn, until stopped or max has passed.
+// load is clients, each on a connection of its own (a quarter of them a
+// new one each time round), running a unary Check and a streaming Count(5)
+// in turn, until stopped or max has passed.
 type load struct {
 	stopc   chan struct{}
 	wg      sync.WaitGroup
@@ -190,17 +190,21 @@ type load struct {
 func startLoad(t *testing.T, addr string, clients int, max time.Duration) *load {
 	l := &load{stopc: make(chan struct{}), started: time.Now(), ends: map[string][]time.Time{}}
 	deadline := time.Now().Add(max)
-	for range clients {
-		cc := dial(t, addr)
+	for c := range clients {
+		cc := dial(addr)
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer cc.Close()
-			for time.Now().Before(deadline) {
+			defer func() { cc.Close() }()
+			for i := 0; time.Now().Before(deadline); i++ {
 				select {
 				case <-l.stopc:
 					return
 				default:
+				}
+				if c%4 == 0 && i > 0 { // a quarter of the clients: a new connection for every pair of RPCs
+					cc.Close()
+					cc = dial(addr)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				err := check(ctx, cc)
@@ -413,7 +417,7 @@ func TestStreamSpansDrain(t *testing.T) {
 				env = append(env, "WORKERS=1")
 			}
 			a := start(t, true, env...)
-			cc := dial(t, a.Addr())
+			cc := dial(a.Addr())
 			defer cc.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
