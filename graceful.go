@@ -87,8 +87,10 @@ var (
 // it finds set are still called.
 //
 // Run one Server per process: it owns the process's signals and the
-// listeners it inherited. Serve further ports through Extra. As with
-// http.Server, a Server that has returned from serving may not be reused.
+// listeners it inherited. Serve further ports through Extra, and servers
+// of other protocols (gRPC, raw TCP) through [Server.AddService]; with
+// services, Server may be nil. As with http.Server, a Server that has
+// returned from serving may not be reused.
 type Server struct {
 	*http.Server
 

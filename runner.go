@@ -251,7 +251,8 @@ func (r *runner) takeOver() (serving func(), err error) {
 	}, nil
 }
 
-// listen obtains a listener for the main server and for each Extra one.
+// listen obtains a listener for the main server, each Extra one and each
+// service.
 func (r *runner) listen(l net.Listener, useTLS bool, certFile, keyFile string) error {
 	s := r.s
 	if err := r.checkAddrs(l, useTLS); err != nil { // service.go

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,12 +70,19 @@ type Service struct {
 }
 
 // NewService returns a Service for a server with gRPC's method set
-// (*grpc.Server has it), listening on addr.
+// (*grpc.Server has it), listening on addr. For a nil server it returns a
+// Service without Serve, which AddService refuses.
 func NewService(name, addr string, s interface {
 	Serve(net.Listener) error
 	GracefulStop()
 	Stop()
 }) *Service {
+	if s == nil {
+		return &Service{Name: name, Addr: addr} // AddService refuses it
+	}
+	if v := reflect.ValueOf(s); v.Kind() == reflect.Pointer && v.IsNil() {
+		return &Service{Name: name, Addr: addr}
+	}
 	return &Service{Name: name, Addr: addr, Serve: s.Serve, GracefulStop: s.GracefulStop, Stop: s.Stop}
 }
 
@@ -86,7 +94,7 @@ func (s *Server) AddService(svc *Service) error {
 		return errors.New("graceful: AddService: nil service")
 	}
 	if svc.Serve == nil {
-		return fmt.Errorf("graceful: AddService: service %q: Serve is nil", svc.label())
+		return fmt.Errorf("graceful: AddService: service %q: Serve is nil (a nil server given to NewService?)", svc.label())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,7 +149,9 @@ func (svc *Service) label() string {
 	return svc.Addr
 }
 
-// ServiceStatus is one Service in a Status.
+// ServiceStatus is one Service in a Status. The counts are those the
+// service's Begin made in the process that answers: in a cluster's master,
+// which serves nothing, they are 0.
 type ServiceStatus struct {
 	Name string `json:"name"`
 	// Listener is the address served, as network:address.
@@ -188,6 +198,9 @@ func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 			addr = absPath(addr)
 		}
 		claims = append(claims, claim{what, network, addr})
+	}
+	if s.Server == nil && l != nil {
+		return errors.New("graceful: Serve: Server.Server is nil: nothing to serve the listener")
 	}
 	if s.Server != nil {
 		switch {
@@ -312,7 +325,7 @@ func (r *runner) socketOf(l net.Listener) (net.Listener, error) {
 	}
 	a := l.Addr()
 	for k := range in.keys {
-		if ka := k.Addr(); ka.Network() == a.Network() && ka.String() == a.String() {
+		if ka := k.Addr(); ka.Network() == a.Network() && ka.String() == a.String() && open(k) {
 			return k, nil
 		}
 	}
@@ -320,6 +333,17 @@ func (r *runner) socketOf(l net.Listener) (net.Listener, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("a %T listener on %s has no socket that can be passed on at a restart: obtain it, or the listener it wraps, from graceful.Listen", l, a)
+}
+
+// open reports whether l's socket is still open: a listener from Listen
+// that the program closed is still in the table.
+func open(l net.Listener) bool {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	return err == nil && rc.Control(func(uintptr) {}) == nil
 }
 
 // what names sv's server in errors.

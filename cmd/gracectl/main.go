@@ -278,6 +278,14 @@ func printStatus(w io.Writer, st *graceful.Status) {
 	}
 	fmt.Fprintf(tw, "listeners\t%s\n", strings.Join(st.Listeners, " "))
 	fmt.Fprintf(tw, "requests\t%d in flight, %d served\n", st.RequestsInFlight, st.RequestsTotal)
+	for _, sv := range st.Services {
+		// A master's services count nothing: their work is in the workers.
+		if st.Mode == "cluster" {
+			fmt.Fprintf(tw, "service %s\t%s\n", sv.Name, sv.Listener)
+		} else {
+			fmt.Fprintf(tw, "service %s\t%s, %d in flight, %d served\n", sv.Name, sv.Listener, sv.InFlight, sv.Total)
+		}
+	}
 	if lr := st.LastRestart; lr != nil {
 		fmt.Fprintf(tw, "last restart\t%s\n", restartLine(lr))
 	}

@@ -12,7 +12,7 @@
 //
 //	go build -o echo ./examples/tcp && PIDFILE=echo.pid ./echo &
 //	nc localhost 7070            # type lines; each comes back
-//	kill -USR2 $(cat echo.pid)   # hot restart: the nc session goes on
+//	kill -USR2 $(cat echo.pid)   # hot restart: nc goes on (on the old process) until idle for 1s
 //
 // How it stops (its GracefulStop): it stops accepting, then lets every
 // open connection go on until its client closes it, except that a

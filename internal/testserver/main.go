@@ -16,15 +16,18 @@
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
 // for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
 // (serve with the package-level ListenAndServe instead of a Server),
-// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY. /readyz is the
-// ReadinessHandler. The
-// mode "slow" sleeps a second before serving.
+// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_WRAP (serve
+// through a listener wrapper that has no socket of its own, given to
+// Serve). /readyz is the ReadinessHandler. The mode "slow" sleeps a second
+// before serving; the mode "badwrap" adds a service whose listener wraps a
+// socket that did not come from graceful.Listen, which fails the start.
 package main
 
 import (
 	"bufio"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -156,9 +159,22 @@ func main() {
 			}()
 		}
 	}
+	if mode == "badwrap" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		srv.AddService(&graceful.Service{Name: "badwrap", Listener: wrapped{l}, Serve: func(l net.Listener) error { select {} }})
+	}
 	event("serving")
 	var err error
-	if cert := os.Getenv("TS_TLS_CERT"); cert != "" {
+	if os.Getenv("TS_WRAP") != "" {
+		var l net.Listener
+		if l, err = graceful.Listen("tcp", srv.Addr); err != nil {
+			log.Fatal(err)
+		}
+		err = srv.Serve(wrapped{l})
+	} else if cert := os.Getenv("TS_TLS_CERT"); cert != "" {
 		err = srv.ListenAndServeTLS(cert, os.Getenv("TS_TLS_KEY"))
 	} else {
 		err = srv.ListenAndServe()
@@ -168,6 +184,14 @@ func main() {
 		log.Fatal(err)
 	}
 }
+
+// wrapped is a listener wrapper, such as a PROXY protocol or a limiting
+// one, that hides the socket underneath.
+type wrapped struct{ l net.Listener }
+
+func (w wrapped) Accept() (net.Conn, error) { return w.l.Accept() }
+func (w wrapped) Close() error              { return w.l.Close() }
+func (w wrapped) Addr() net.Addr            { return w.l.Addr() }
 
 func routes(restart func() error, ready http.Handler) http.Handler {
 	mux := http.NewServeMux()
