@@ -270,7 +270,7 @@ func runGRPC(cfg config, bins map[string]string, dir string, short bool) ([]grpc
 func grpcMarkdown(rows []grpcRestarts, restarts int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## gRPC: restarts under load\n\n")
-	fmt.Fprintf(&b, "Each row: 1 s without restarts, then %d restarts, 200 ms apart, under %d grpc-go clients, each on its own connection (%d of them a new one for every RPC), with retries disabled and no wait-for-ready, alternating a unary health Check and a server-streaming Count of %d messages 20 ms apart. A failed RPC is one that did not end with status OK (and, for a stream, all its messages). Latencies in ms. Only `cd bench && go run . -only gRPC` runs these rows alone.\n\n", restarts, grpcClients, grpcFresh, grpcStream)
+	fmt.Fprintf(&b, "Each row: 1 s without restarts, then %d restarts, 200 ms apart, under %d grpc-go clients, each on its own connection (%d of them a new one for every RPC), with retries disabled and no wait-for-ready, alternating a unary health Check and a server-streaming Count of %d messages 20 ms apart. A failed RPC is one that did not end with status OK (and, for a stream, all its messages). Latencies in ms. `cd bench && go run . -only gRPC` runs these rows alone.\n\n", restarts, grpcClients, grpcFresh, grpcStream)
 	fmt.Fprintln(&b, "| server | signal | RPCs | failed | RPC/s without restarts | RPC/s during restarts | p50 / p99 / max | restart done, median | leftovers |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
