@@ -407,7 +407,7 @@ func TestGRPCAlone(t *testing.T) {
 // stream on the same connection sees graceful.Draining in its handler and
 // ends at once; during them, the Status served on the HTTP port counts
 // both RPCs in flight. A stream longer than ShutdownTimeout is cut off
-// when it ends, and the old process exits then. In single mode (hot
+// once ShutdownTimeout has passed, and the old process exits then. In single mode (hot
 // restart) and in a cluster (phased restart).
 func TestStreamSpansDrain(t *testing.T) {
 	for _, mode := range []string{"hot", "phased"} {

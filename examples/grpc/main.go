@@ -15,9 +15,13 @@
 // gRPC alone. $PIDFILE, $WORKERS, $CONTROL and $SHUTDOWN_TIMEOUT are the
 // graceful.Server fields of the same names.
 //
-//	go build -o grpc-example ./examples/grpc   # from this directory: go build -o grpc-example .
+// It is a module of its own (gRPC stays out of the graceful module), so
+// build it from its directory:
+//
+//	cd examples/grpc && go build -o grpc-example .
 //	PIDFILE=app.pid HTTP_PORT=8080 ./grpc-example &
 //	grpc-health-probe -addr localhost:9090      # or any gRPC client
+//	curl localhost:8080/metrics                 # "services": RPCs in flight
 //	kill -USR2 $(cat app.pid)   # hot restart: no RPC fails, streams finish in the old process
 //	kill -TERM $(cat app.pid)   # drain and exit 0
 package main
