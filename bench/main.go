@@ -95,6 +95,7 @@ type report struct {
 	Unpinned   unpinned           `json:"unpinned_throughput"`
 	MemoryMB   map[string]float64 `json:"resident_memory_mb"`
 	Restarts   []restarts         `json:"restarts"`
+	GRPC       []grpcRestarts     `json:"grpc_restarts,omitempty"` // grpc.go
 }
 
 func main() {
@@ -132,7 +133,7 @@ func run(cfg config, out string, short bool) error {
 	}
 	defer os.RemoveAll(dir)
 	bins := map[string]string{}
-	for _, name := range []string{"plain", "graceful", "gracehttp", "tableflip"} {
+	for _, name := range []string{"plain", "graceful", "gracehttp", "tableflip", "grpc-tableflip", "grpc-graceful"} {
 		bins[name] = filepath.Join(dir, name)
 		if err := proc.Build(".", "./targets/"+name, bins[name]); err != nil {
 			return err
@@ -186,6 +187,9 @@ func run(cfg config, out string, short bool) error {
 		rep.Restarts = append(rep.Restarts, r)
 		fmt.Fprintf(os.Stderr, "bench: %s: %d requests, %d failed\n", t.name, r.Requests, r.Failed)
 	}
+	if rep.GRPC, err = runGRPC(cfg, bins, dir, short); err != nil { // the gRPC rows: grpc.go
+		return err
+	}
 
 	md := markdown(rep)
 	fmt.Print(md)
@@ -205,6 +209,11 @@ func run(cfg config, out string, short bool) error {
 		for _, r := range rep.Restarts {
 			if r.Ours && (r.Failed > 0 || r.Leftovers > 0) {
 				return fmt.Errorf("%s: %d failed requests, %d leftover processes", r.Name, r.Failed, r.Leftovers)
+			}
+		}
+		for _, r := range rep.GRPC {
+			if r.Ours && (r.Failed > 0 || r.Leftovers > 0) {
+				return fmt.Errorf("%s: %d failed RPCs, %d leftover processes", r.Name, r.Failed, r.Leftovers)
 			}
 		}
 	}
@@ -740,6 +749,9 @@ func markdown(rep report) string {
 		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f / %.2f / %.0f | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
 			r.Name, r.Signal, r.Requests, r.Failed, kinds(r.Failures), firstNew, r.DrainMedian, per,
 			r.OverallP50, r.OverallP99, r.OverallMax, r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.FDFirst, r.FDLast, r.Leftovers)
+	}
+	if len(rep.GRPC) > 0 {
+		b.WriteString(grpcMarkdown(rep.GRPC, rep.Config.Restarts))
 	}
 	fmt.Fprintln(&b, "\n\"restart done\" is, for a hot restart, the time until the old process (master and workers) has exited; for a phased restart, until the master reports the phase complete (every worker replaced, the last old one told to drain).")
 	return b.String()
