@@ -28,6 +28,7 @@ type drainer struct {
 // startDrain stops accepting and begins the drain. final says no successor
 // holds the listening sockets, so Unix socket files are removed.
 func (r *runner) startDrain(final bool) {
+	r.handOffBegin() // before "Connection: close" and closing: handoff_proc.go
 	r.state = stateDraining
 	r.draining.Store(true)
 	close(r.drainCh)
@@ -74,7 +75,7 @@ func (d *drainer) sweep() {
 	if d.r.serving > 0 {
 		return
 	}
-	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 {
+	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 && d.r.handOffSettled() {
 		d.finish()
 	}
 }
@@ -103,6 +104,7 @@ func (d *drainer) finish() {
 	d.over = true
 	d.ticker.Stop()
 	d.timer.Stop()
+	d.r.handOffEnd()
 	for _, sv := range d.r.served {
 		// Nothing is left to wait for: run the hooks registered on the
 		// http.Server itself and close what net/http still holds.

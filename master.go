@@ -258,6 +258,7 @@ func (m *master) start(id, gen int, rel release) *worker {
 		case <-time.After(time.Second):
 		}
 		p.ctrl.Close()
+		p.ho.close()
 		<-beats
 		m.events <- masterEvent{w: w, kind: evExit, err: p.err}
 	}()

@@ -63,6 +63,7 @@ type runner struct {
 	fail    error        // why serving failed, if it did
 	link    *masterLink  // a worker's link to its master
 	hooks   []*[]func()  // hook lists to run once drained
+	hand    handOffState // connection hand-off (handoff_proc.go)
 
 	spawner func(spawnSpec) (*successor, error) // tests' fake children; nil: spawn
 }
@@ -241,6 +242,7 @@ func (r *runner) takeOver() (serving func(), err error) {
 	}
 	return func() {
 		r.stateTakenOver() // before "serving": the predecessor then writes no more
+		r.handOffHello()   // before "serving": the predecessor's drain then sees it
 		ctrl.Write([]byte(message{kind: msgServing}.String() + "\n"))
 		ctrl.Close()
 		r.tookOver()
