@@ -57,6 +57,10 @@ const (
 	hoMaxPreLength = 1 << 16
 )
 
+// hoTestDie, set only in a build for tests (handoff_testhook.go), kills
+// the process that receives a batch before it acks it.
+var hoTestDie func()
+
 // hoLink is this process's end of a hand-off socket.
 type hoLink struct {
 	r    *runner
@@ -257,6 +261,9 @@ func (l *hoLink) receive(seq uint64, conns []handedConn) {
 	if l.r.isMaster() {
 		l.relayBatch(seq, conns)
 		return
+	}
+	if hoTestDie != nil {
+		hoTestDie()
 	}
 	// Ack first, before any of the connections is read: from now on they
 	// are this process's. (If the ack cannot be written the sender has
@@ -463,6 +470,13 @@ func (l *hoLink) gone() {
 		delete(l.pending, seq)
 	}
 	l.mu.Unlock()
+	if !closed && l.sending.Load() {
+		n := 0
+		for _, b := range bs {
+			n += len(b.conns)
+		}
+		l.r.log.Warn("graceful: the process adopting connections went away; draining them here", "peer", l.peer, "taken_back", n)
+	}
 	for _, b := range bs {
 		if closed && b.done == nil {
 			// This end closed at the end of its drain: its copies go.

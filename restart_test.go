@@ -539,7 +539,8 @@ func TestMultipleListeners(t *testing.T) {
 	adminPort, err := proc.FreePort()
 	require.NoError(t, err)
 	admin := "127.0.0.1:" + strconv.Itoa(adminPort)
-	s := start(t, server, "TS_UNIX="+sock, "TS_ADMIN="+admin)
+	// The drain as it is without hand-off: TestHandOff* cover hand-off.
+	s := start(t, server, "TS_UNIX="+sock, "TS_ADMIN="+admin, "TS_NO_HANDOFF=1")
 	// The test server's DrainIdleTimeout is the default, a second.
 	tcpLoad := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Idle: 2, IdleGap: graceful.DefaultDrainIdleTimeout,
 		Check: checkBody, Duration: 60 * time.Second})

@@ -16,7 +16,8 @@
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
 // for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
 // (serve with the package-level ListenAndServe instead of a Server),
-// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY. /readyz is the
+// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_NO_HANDOFF
+// (non-empty: NoHandOff). /readyz is the
 // ReadinessHandler. The
 // mode "slow" sleeps a second before serving.
 package main
@@ -113,6 +114,7 @@ func main() {
 		Directory:         os.Getenv("TS_DIRECTORY"),
 		Control:           os.Getenv("TS_CONTROL"),
 		ShutdownDelay:     dur("TS_SHUTDOWN_DELAY"),
+		NoHandOff:         os.Getenv("TS_NO_HANDOFF") != "",
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("TS_WORKERS"))
 	srv.OnWorkerBoot(func() { event("boot") })
