@@ -84,6 +84,7 @@ type hoLink struct {
 	// Sending side: connections taken from net/http and not yet acked or
 	// taken back; the counts of this process's drain.
 	unsettled atomic.Int64
+	out       atomic.Pointer[chan handedConn] // what the tracker hands out on
 	handedN   atomic.Int64 // acked by the peer
 	backN     atomic.Int64 // taken back
 	lostN     atomic.Int64 // taken back but could not be served again
@@ -314,6 +315,7 @@ func (l *hoLink) startSending() {
 		return
 	}
 	out := make(chan handedConn, hoMaxFDs)
+	l.out.Store(&out)
 	go l.sendLoop(out)
 	l.r.track.handOff(out)
 }
@@ -355,7 +357,13 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 // settled reports whether every connection the tracker handed out has
 // been acked or taken back.
 func (l *hoLink) settled() bool {
-	return l == nil || l.unsettled.Load() == 0
+	if l == nil {
+		return true
+	}
+	if out := l.out.Load(); out != nil && len(*out) > 0 {
+		return false
+	}
+	return l.unsettled.Load() == 0
 }
 
 // send sends one batch. A batch that is not sent is resolved at once:
