@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -283,4 +284,82 @@ func TestHandOffOff(t *testing.T) {
 	assert.Equal(t, strconv.Itoa(old), h.Get("X-Pid"))
 	assert.NotContains(t, s.Output.String(), "connections handed over")
 	stop(t, s)
+}
+
+// TestHandOffScale: 5,000 idle keep-alive connections (10,000 with
+// HANDOFF_SCALE=10000) pass to the successor in well under a second
+// (measured from the old process's drain, which ends when the last is
+// acked), and every one is then served by the successor.
+func TestHandOffScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens thousands of connections")
+	}
+	n := 5000
+	if v, err := strconv.Atoi(os.Getenv("HANDOFF_SCALE")); err == nil && v > 0 {
+		n = v
+	}
+	_, server := binaries(t)
+	s := start(t, server, "TS_DRAIN_IDLE=5s")
+	pid := s.PID()
+	conns := make([]*oneConn, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				c, err := net.DialTimeout("tcp", s.Addr(), 10*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				conns[i] = &oneConn{c: c, br: bufio.NewReader(c)}
+				if _, err := conns[i].get(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.c.Close()
+		}
+	}()
+	old, next, err := s.Restart(15 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, pid, old)
+	require.NoError(t, proc.WaitGone(old, 30*time.Second))
+	assert.Equal(t, int64(n), loggedHanded(t, s), "every idle connection is handed")
+	took := drainTook(t, s, old)
+	t.Logf("%d idle connections handed in %s (the old process's drain)", n, took)
+	assert.Less(t, took, 3*time.Second, "handing %d connections", n)
+	for i, c := range conns {
+		h, err := c.get()
+		require.NoError(t, err, "connection %d", i)
+		require.Equal(t, strconv.Itoa(next), h.Get("X-Pid"))
+	}
+	stop(t, s)
+}
+
+// drainTook is how long pid's drain took, as its log says.
+func drainTook(t *testing.T, s *proc.Server, pid int) time.Duration {
+	t.Helper()
+	for _, line := range strings.Split(s.Output.String(), "\n") {
+		if strings.Contains(line, "graceful: drained") && strings.Contains(line, "pid="+strconv.Itoa(pid)) {
+			_, v, _ := strings.Cut(line, "took=")
+			v, _, _ = strings.Cut(v, " ")
+			d, err := time.ParseDuration(v)
+			require.NoError(t, err, line)
+			return d
+		}
+	}
+	t.Fatalf("no drain logged for %d", pid)
+	return 0
 }

@@ -85,9 +85,9 @@ type hoLink struct {
 	// taken back; the counts of this process's drain.
 	unsettled atomic.Int64
 	out       atomic.Pointer[chan handedConn] // what the tracker hands out on
-	handedN   atomic.Int64 // acked by the peer
-	backN     atomic.Int64 // taken back
-	lostN     atomic.Int64 // taken back but could not be served again
+	handedN   atomic.Int64                    // acked by the peer
+	backN     atomic.Int64                    // taken back
+	lostN     atomic.Int64                    // taken back but could not be served again
 	sending   atomic.Bool
 
 	// Receiving side.
