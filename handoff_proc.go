@@ -121,6 +121,7 @@ func (r *runner) handOffBegin() {
 		case <-l.hello:
 			l.startSending()
 		case <-l.dead:
+		case <-l.none:
 		case <-l.stopSend:
 		}
 	}()
@@ -167,6 +168,14 @@ func (m *master) relayHandOff(old, w *worker) {
 	ol, nl := old.p.ho, w.p.ho
 	ol.relay.Store(nl)
 	nl.whenHello(func() { ol.say("hello") })
+}
+
+// noRelay tells w, about to be told to drain, that nothing will adopt
+// its connections, unless relayHandOff arranged it: it drains at once.
+func (m *master) noRelay(w *worker) {
+	if w.p != nil && w.p.ho != nil && w.p.ho.relay.Load() == nil {
+		w.p.ho.say("none")
+	}
 }
 
 // noteDone records a peer's final counts: in a master, summed over the

@@ -29,6 +29,7 @@ import (
 //	                   (addr query-escaped) and len bytes already read
 //	"ack <seq>"        batch seq received: its sender closes its copies
 //	"nak <seq>"        batch seq refused: its sender serves it again
+//	"none"             I will not adopt (a master that does not relay)
 //	"done <h> <c>"     the sender's drain is over: h connections handed,
 //	                   c closed instead (for the receiver's Status)
 //
@@ -69,6 +70,8 @@ type hoLink struct {
 
 	hello     chan struct{} // closed when the peer says hello
 	helloOnce sync.Once
+	none      chan struct{} // closed when the peer says it will not adopt
+	noneOnce  sync.Once
 	dead      chan struct{} // closed when the peer is gone or the link closed
 	deadOnce  sync.Once
 
@@ -126,6 +129,7 @@ func newHOLink(r *runner, f *os.File, peer string) *hoLink {
 	l := &hoLink{
 		r: r, c: c, peer: peer,
 		hello:    make(chan struct{}),
+		none:     make(chan struct{}),
 		dead:     make(chan struct{}),
 		pending:  map[uint64]*hoBatch{},
 		stopSend: make(chan struct{}),
@@ -157,6 +161,8 @@ func (l *hoLink) waitHello(d time.Duration) bool {
 		return true
 	case <-l.dead:
 		return l.saidHello()
+	case <-l.none:
+		return false
 	case <-t.C:
 		return false
 	}
@@ -232,6 +238,8 @@ func (l *hoLink) handle(msg []byte, fds []int, trunc bool) {
 				f()
 			}
 		})
+	case "none":
+		l.noneOnce.Do(func() { close(l.none) })
 	case "ack":
 		l.resolve(num(1), true)
 	case "nak":

@@ -312,6 +312,7 @@ func (m *master) drain(w *worker, order msgKind) {
 		w.p.abort()
 		return
 	}
+	m.noRelay(w) // before the order: handoff_proc.go
 	w.p.tell(order)
 }
 
