@@ -343,7 +343,9 @@ func (r *runner) serve() {
 			return context.WithValue(ctx, drainKey{}, r.drainCh)
 		}
 		r.track.setupHTTP2(srv)
-		tl := &trackedListener{Listener: sv.l, t: r.track}
+		// Connection hand-off (handoff.go): handed-in connections are
+		// served too, and accepted ones can be handed off.
+		tl := &trackedListener{Listener: sv.l, t: r.track, via: r.serveHandedIn(sv)}
 		go func(sv *served) {
 			var err error
 			if sv.useTLS {
@@ -358,12 +360,12 @@ func (r *runner) serve() {
 }
 
 // wrap counts h's requests and, during a drain, asks clients to close
-// their connections.
+// their connections, unless the connection is handed off (handoff.go).
 func (r *runner) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.inflight.Add(1)
 		defer r.finish()
-		if r.draining.Load() {
+		if r.draining.Load() && !r.track.keepOpen(req) {
 			w.Header().Set("Connection", "close")
 		}
 		h.ServeHTTP(w, req)
