@@ -87,6 +87,7 @@ type hoLink struct {
 	// Sending side: connections taken from net/http and not yet acked or
 	// taken back; the counts of this process's drain.
 	unsettled atomic.Int64
+	received  atomic.Int64 // taken from out
 	out       atomic.Pointer[chan handedConn] // what the tracker hands out on
 	handedN   atomic.Int64                    // acked by the peer
 	backN     atomic.Int64                    // taken back
@@ -338,6 +339,7 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 		select {
 		case h := <-out:
 			l.unsettled.Add(1)
+			l.received.Add(1)
 			batch = append(batch, h)
 		case <-l.stopSend:
 			return
@@ -348,6 +350,8 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 			select {
 			case h := <-out:
 				l.unsettled.Add(1)
+				l.received.Add(1)
+			l.received.Add(1)
 				if s := entrySize(h); size+s > hoMaxBytes {
 					l.send(batch, nil)
 					batch, size = nil, 0
@@ -371,7 +375,9 @@ func (l *hoLink) settled() bool {
 	if out := l.out.Load(); out != nil && len(*out) > 0 {
 		return false
 	}
-	return l.unsettled.Load() == 0
+	// The tracker counts a connection handed before net/http lets it go:
+	// one it counted and the loop here has not is on its way.
+	return l.unsettled.Load() == 0 && l.received.Load() >= l.r.track.handedN.Load()
 }
 
 // send sends one batch. A batch that is not sent is resolved at once:
