@@ -87,7 +87,7 @@ type hoLink struct {
 	// Sending side: connections taken from net/http and not yet acked or
 	// taken back; the counts of this process's drain.
 	unsettled atomic.Int64
-	received  atomic.Int64 // taken from out
+	received  atomic.Int64                    // taken from out
 	out       atomic.Pointer[chan handedConn] // what the tracker hands out on
 	handedN   atomic.Int64                    // acked by the peer
 	backN     atomic.Int64                    // taken back
@@ -351,7 +351,7 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 			case h := <-out:
 				l.unsettled.Add(1)
 				l.received.Add(1)
-			l.received.Add(1)
+				l.received.Add(1)
 				if s := entrySize(h); size+s > hoMaxBytes {
 					l.send(batch, nil)
 					batch, size = nil, 0
