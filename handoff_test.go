@@ -208,10 +208,12 @@ func TestHandOffCarelessIdleClients(t *testing.T) {
 				}(i)
 			}
 			time.Sleep(500 * time.Millisecond)
-			for i := 0; i < 5; i++ {
+			for i := 0; i < 8; i++ {
 				old, _, err := s.Restart(15 * time.Second)
 				require.NoError(t, err)
 				require.NoError(t, proc.WaitGone(old, 15*time.Second))
+				// Spaced so that the clients' gaps straddle each drain.
+				time.Sleep(time.Duration(200+50*i) * time.Millisecond)
 			}
 			time.Sleep(300 * time.Millisecond)
 			close(stopLoad)
@@ -222,7 +224,7 @@ func TestHandOffCarelessIdleClients(t *testing.T) {
 			} else {
 				assert.Positive(t, lost, "without hand-off, careless clients lose requests (the test tells)")
 			}
-			assert.Greater(t, sent, clients*5)
+			assert.Greater(t, sent, clients*8)
 			stop(t, s)
 		})
 	}
