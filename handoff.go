@@ -263,6 +263,9 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			case st.out <- handedConn{file: f, key: c.via.key, pre: pre}:
 				c.pre = nil
 				c.t.handedN.Add(1)
+				if takeHook != nil {
+					takeHook(k, len(pre))
+				}
 				return true, false
 			case <-st.stop:
 				if f != nil {
@@ -283,6 +286,10 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 	c.mu.Unlock()
 	return false, n == 0 && (err == nil || isTimeout(err))
 }
+
+// takeHook, if set (by tests), learns of each take how many bytes net/http
+// held and how many went along.
+var takeHook func(held, pre int)
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -1,0 +1,421 @@
+package graceful
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The hand-off between two runners in one process: the channel between them
+// stands in for the process layer.
+
+// hoServed counts, across the runners of a test, how often each request id
+// was served.
+type hoServed struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (s *hoServed) add(id string) {
+	s.mu.Lock()
+	if s.n == nil {
+		s.n = map[string]int{}
+	}
+	s.n[id]++
+	s.mu.Unlock()
+}
+
+// hoRunner starts a runner named name serving one cleartext server on a
+// loopback listener; key, if set, is the listener's key (the successor's
+// server serves the predecessor's address). Its handler answers
+// "name id", where id is the request's query parameter; /slow waits for
+// release (if set) or 2ms.
+func hoRunner(t testing.TB, name string, key lnKey, count *hoServed, release chan struct{}, mod func(*http.Server)) *runner {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	if key == (lnKey{}) {
+		key = lnKey{"tcp", l.Addr().String()}
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			id := req.URL.Query().Get("id")
+			if req.URL.Path == "/slow" {
+				if release != nil {
+					<-release
+				} else {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+			if count != nil {
+				count.add(id)
+			}
+			fmt.Fprintf(w, "%s %s", name, id)
+		}),
+	}
+	if mod != nil {
+		mod(srv)
+	}
+	r := &runner{s: &Server{Server: srv}, log: discardLogger(), track: newTracker(), drainCh: make(chan struct{})}
+	r.served = []*served{{srv: srv, l: l, key: key, useTLS: srv.TLSConfig != nil}}
+	r.serve()
+	t.Cleanup(func() {
+		l.Close()
+		srv.Close()
+		r.track.closeAll()
+	})
+	return r
+}
+
+// forward adopts into to what from hands off (or, if to fails, back into
+// from, as the process layer does), and returns the channel to hand off on.
+func forward(t testing.TB, from, to *runner, adopted chan<- struct{}) chan handedConn {
+	ch := make(chan handedConn)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for h := range ch {
+			if to == nil || to.adopt(h) != nil {
+				if err := from.adopt(h); err != nil {
+					t.Errorf("taking back a connection: %v", err)
+					h.file.Close()
+				}
+			}
+			if adopted != nil {
+				adopted <- struct{}{}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		from.track.stopHandOff()
+		close(ch)
+		<-done
+	})
+	return ch
+}
+
+// hoClient is a raw keep-alive HTTP/1.1 client that never retries.
+type hoClient struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialHO(t testing.TB, r *runner) *hoClient {
+	c, err := net.Dial("tcp", r.served[0].l.Addr().String())
+	require.NoError(t, err)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return &hoClient{c: c, br: bufio.NewReader(c)}
+}
+
+func reqText(path, id string) string {
+	return "GET " + path + "?id=" + id + " HTTP/1.1\r\nHost: test\r\n\r\n"
+}
+
+func (h *hoClient) send(s string) error {
+	_, err := io.WriteString(h.c, s)
+	return err
+}
+
+// recv reads one response and returns its body and whether it said
+// "Connection: close".
+func (h *hoClient) recv() (body string, closing bool, err error) {
+	resp, err := http.ReadResponse(h.br, nil)
+	if err != nil {
+		return "", false, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(b), resp.Close, err
+}
+
+func (h *hoClient) get(t testing.TB, path, id string) (body string, closing bool) {
+	require.NoError(t, h.send(reqText(path, id)))
+	body, conn, err := h.recv()
+	require.NoError(t, err)
+	return body, conn
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHandoffIdle: an idle keep-alive connection is handed to the other
+// server: the client's next request, on the same connection (same local
+// port), is answered by the successor, and the old side no longer holds it.
+func TestHandoffIdle(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	a := hoRunner(t, "A", lnKey{}, nil, nil, nil)
+	b := hoRunner(t, "B", a.served[0].key, nil, nil, nil)
+	adopted := make(chan struct{}, 1)
+	ch := forward(t, a, b, adopted)
+
+	cl := dialHO(t, a)
+	port := cl.c.LocalAddr().String()
+	body, _ := cl.get(t, "/", "1")
+	assert.Equal(t, "A 1", body)
+	a.draining.Store(true) // as the drain does
+	a.track.handOff(ch)
+	<-adopted
+	body, closing := cl.get(t, "/", "2")
+	assert.Equal(t, "B 2", body)
+	assert.False(t, closing, "Connection: close")
+	assert.Equal(t, port, cl.c.LocalAddr().String())
+	assert.EqualValues(t, 1, a.track.handedN.Load())
+	assert.EqualValues(t, 1, b.track.adoptedN.Load())
+	waitFor(t, "the old side to close its copy", func() bool { return a.track.count() == 0 })
+	body, _ = cl.get(t, "/", "3")
+	assert.Equal(t, "B 3", body)
+}
+
+// TestHandoffNewConn: a connection that has sent nothing yet is handed
+// too, and one handed in idle keeps the idle timeout, not
+// ReadHeaderTimeout, until its first byte.
+func TestHandoffNewConn(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	short := func(s *http.Server) { s.ReadHeaderTimeout = 100 * time.Millisecond }
+	a := hoRunner(t, "A", lnKey{}, nil, nil, short)
+	b := hoRunner(t, "B", a.served[0].key, nil, nil, short)
+	adopted := make(chan struct{}, 1)
+	a.track.handOff(forward(t, a, b, adopted))
+	cl := dialHO(t, a)
+	<-adopted
+	time.Sleep(300 * time.Millisecond) // past ReadHeaderTimeout, within IdleTimeout
+	body, _ := cl.get(t, "/", "1")
+	assert.Equal(t, "B 1", body)
+}
+
+// TestHandoffBusy: a connection serving a request when the hand-off begins
+// is handed right after its response, which does not say
+// "Connection: close".
+func TestHandoffBusy(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	release := make(chan struct{})
+	a := hoRunner(t, "A", lnKey{}, nil, release, nil)
+	b := hoRunner(t, "B", a.served[0].key, nil, nil, nil)
+	adopted := make(chan struct{}, 1)
+	ch := forward(t, a, b, adopted)
+
+	cl := dialHO(t, a)
+	require.NoError(t, cl.send(reqText("/slow", "1")))
+	waitFor(t, "the request to be served", func() bool { return a.inflight.Load() == 1 })
+	a.draining.Store(true)
+	a.track.handOff(ch)
+	select {
+	case <-adopted:
+		t.Fatal("handed off while serving a request")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	body, closing, err := cl.recv()
+	require.NoError(t, err)
+	assert.Equal(t, "A 1", body)
+	assert.False(t, closing, "Connection: close")
+	<-adopted
+	body, _ = cl.get(t, "/", "2")
+	assert.Equal(t, "B 2", body)
+}
+
+// TestHandoffReceiverFails: when the successor cannot adopt a connection,
+// the old process takes it back and drains it as today: the client's next
+// request is served, with "Connection: close", and nothing is lost.
+func TestHandoffReceiverFails(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	a := hoRunner(t, "A", lnKey{}, nil, nil, nil)
+	b := hoRunner(t, "B", lnKey{"tcp", "elsewhere:1"}, nil, nil, nil) // serves another address
+	adopted := make(chan struct{}, 1)
+	ch := forward(t, a, b, adopted)
+
+	cl := dialHO(t, a)
+	body, _ := cl.get(t, "/", "1")
+	assert.Equal(t, "A 1", body)
+	a.draining.Store(true)
+	a.track.handOff(ch)
+	<-adopted
+	body, closing := cl.get(t, "/", "2")
+	assert.Equal(t, "A 2", body)
+	assert.True(t, closing, "Connection: close")
+	assert.EqualValues(t, 1, a.track.handedN.Load(), "taken back, not handed again")
+	assert.EqualValues(t, 0, b.track.adoptedN.Load())
+	_, _, err := cl.recv()
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "closed after the response")
+
+	// Stopped while a take waits on the channel: the connection stays.
+	c := hoRunner(t, "C", lnKey{}, nil, nil, nil)
+	cl = dialHO(t, c)
+	body, _ = cl.get(t, "/", "3")
+	assert.Equal(t, "C 3", body)
+	stuck := make(chan handedConn) // nobody receives
+	c.track.handOff(stuck)
+	waitFor(t, "the take to wait", func() bool { return c.track.count() == 1 && c.takeWaiting() })
+	c.track.stopHandOff()
+	body, _ = cl.get(t, "/", "4")
+	assert.Equal(t, "C 4", body)
+}
+
+// takeWaiting reports whether r's only connection has been asked for.
+func (r *runner) takeWaiting() bool {
+	r.track.mu.Lock()
+	defer r.track.mu.Unlock()
+	for c := range r.track.conns {
+		return c.state.Load()&takeBit != 0
+	}
+	return false
+}
+
+// TestHandoffRace: clients keep sending while their connections go back
+// and forth between two servers as fast as they can be handed, with
+// requests split at every byte of their start (so that 1-3 bytes sit in
+// net/http's buffer at a take), the next request's first bytes sent while
+// a response is being written (net/http's background read takes one), and
+// pipelined requests. Every response is the right one, in order, and every
+// request is served exactly once.
+func TestHandoffRace(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	served := &hoServed{}
+	a := hoRunner(t, "A", lnKey{}, served, nil, nil)
+	b := hoRunner(t, "B", a.served[0].key, served, nil, nil)
+	toB, toA := forward(t, a, b, nil), forward(t, b, a, nil)
+	var held [maxHeld + 1]atomic.Int64
+	var withPre atomic.Int64
+	takeHook = func(k, pre int) {
+		held[k].Add(1)
+		if pre > 0 {
+			withPre.Add(1)
+		}
+	}
+	defer func() { takeHook = nil }()
+
+	const clients = 12
+	perClient := 400
+	if testing.Short() {
+		perClient = 100
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	var sent atomic.Int64
+	for ci := range clients {
+		cl := dialHO(t, a)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(ci), 7))
+			check := func(want string) bool {
+				body, _, err := cl.recv()
+				if err != nil || !strings.HasSuffix(body, " "+want) {
+					t.Errorf("client %d: want a response to %s, got %q, %v", ci, want, body, err)
+					failed.Store(true)
+					return false
+				}
+				return true
+			}
+			for i := 0; i < perClient && !failed.Load(); i++ {
+				id := func(j int) string { return strconv.Itoa(ci) + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j) }
+				var err error
+				switch rng.IntN(4) {
+				case 0: // whole
+					err = cl.send(reqText("/", id(0)))
+					sent.Add(1)
+					if err == nil && !check(id(0)) {
+						return
+					}
+				case 1: // split after k bytes
+					r, k := reqText("/", id(0)), 1+rng.IntN(3)
+					if err = cl.send(r[:k]); err == nil {
+						time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
+						err = cl.send(r[k:])
+					}
+					sent.Add(1)
+					if err == nil && !check(id(0)) {
+						return
+					}
+				case 2: // the next request's first bytes during a response
+					r0, r1, k := reqText("/slow", id(0)), reqText("/", id(1)), 1+rng.IntN(3)
+					if err = cl.send(r0); err == nil {
+						time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+						err = cl.send(r1[:k])
+					}
+					sent.Add(2)
+					if err == nil && !check(id(0)) {
+						return
+					}
+					if err == nil {
+						err = cl.send(r1[k:])
+					}
+					if err == nil && !check(id(1)) {
+						return
+					}
+				case 3: // pipelined
+					n := 2 + rng.IntN(2)
+					var s string
+					for j := range n {
+						s += reqText("/", id(j))
+					}
+					err = cl.send(s)
+					sent.Add(int64(n))
+					for j := 0; j < n && err == nil; j++ {
+						if !check(id(j)) {
+							return
+						}
+					}
+				}
+				if err != nil {
+					t.Errorf("client %d: %v", ci, err)
+					failed.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	rounds := 0
+	for running := true; running; rounds++ {
+		select {
+		case <-finished:
+			running = false
+		default:
+		}
+		from, to, out := a, b, toB
+		if rounds%2 == 1 {
+			from, to, out = b, a, toA
+		}
+		to.track.stopHandOff()
+		from.track.handOff(out)
+		time.Sleep(time.Duration(rand.IntN(1500)) * time.Microsecond)
+	}
+	a.track.stopHandOff()
+	b.track.stopHandOff()
+	handed := a.track.handedN.Load() + b.track.handedN.Load()
+	t.Logf("%d requests, %d rounds, %d connections handed; bytes net/http held at a take: 0: %d, 1: %d, 2: %d, 3: %d; %d with bytes to read first",
+		sent.Load(), rounds, handed, held[0].Load(), held[1].Load(), held[2].Load(), held[3].Load(), withPre.Load())
+	served.mu.Lock()
+	defer served.mu.Unlock()
+	assert.EqualValues(t, sent.Load(), len(served.n), "requests served")
+	for id, n := range served.n {
+		if n != 1 {
+			t.Errorf("request %s served %d times", id, n)
+		}
+	}
+	assert.Greater(t, handed, int64(clients*10), "connections handed")
+	assert.Positive(t, held[1].Load()+held[2].Load()+held[3].Load(), "takes with bytes in net/http's buffer")
+}
