@@ -294,6 +294,7 @@ func TestHandoffRace(t *testing.T) {
 	served := &hoServed{}
 	a := hoRunner(t, "A", lnKey{}, served, nil, nil)
 	b := hoRunner(t, "B", a.served[0].key, served, nil, nil)
+	t.Cleanup(func() { takeHook = nil }) // after forward's cleanups
 	toB, toA := forward(t, a, b, nil), forward(t, b, a, nil)
 	var held [maxHeld + 1]atomic.Int64
 	var withPre atomic.Int64
@@ -303,7 +304,6 @@ func TestHandoffRace(t *testing.T) {
 			withPre.Add(1)
 		}
 	}
-	defer func() { takeHook = nil }()
 
 	const clients = 12
 	perClient := 400
