@@ -2,15 +2,21 @@ package graceful
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -418,4 +424,98 @@ func TestHandoffRace(t *testing.T) {
 	}
 	assert.Greater(t, handed, int64(clients*10), "connections handed")
 	assert.Positive(t, held[1].Load()+held[2].Load()+held[3].Load(), "takes with bytes in net/http's buffer")
+}
+
+// TestHandoffDupFails: a connection whose socket cannot be duplicated (a
+// descriptor limit) stays with net/http: its next request is served.
+func TestHandoffDupFails(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	a := hoRunner(t, "A", lnKey{}, nil, nil, nil)
+	a.track.dup = func(net.Conn) (*os.File, error) { return nil, syscall.EMFILE }
+	ch := forward(t, a, nil, nil)
+	cl := dialHO(t, a)
+	body, _ := cl.get(t, "/", "1")
+	assert.Equal(t, "A 1", body)
+	a.track.handOff(ch)
+	waitFor(t, "the take to be tried", func() bool {
+		a.track.mu.Lock()
+		defer a.track.mu.Unlock()
+		for c := range a.track.conns {
+			return c.state.Load()&spoilBit != 0
+		}
+		return false
+	})
+	body, _ = cl.get(t, "/", "2")
+	assert.Equal(t, "A 2", body)
+	assert.EqualValues(t, 0, a.track.handedN.Load())
+}
+
+// TestHandoffNotTLSNorHTTP2: connections over TLS (HTTP/1.1 and HTTP/2)
+// and unencrypted HTTP/2 are not handed off; they go on being served, and
+// an HTTP/1.1 response during the drain says "Connection: close" as today.
+func TestHandoffNotTLSNorHTTP2(t *testing.T) {
+	require.NoError(t, handoffSupported())
+	ts := httptest.NewUnstartedServer(nil)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	certs, h2Client := ts.TLS.Certificates, ts.Client()
+	ts.Close()
+	h1Config := h2Client.Transport.(*http.Transport).TLSClientConfig.Clone()
+	h1Config.NextProtos = []string{"http/1.1"}
+	h1TLS := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: h1Config,
+		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}}
+	var h2cProtos http.Protocols
+	h2cProtos.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: &h2cProtos}}
+
+	withTLS := func(s *http.Server) { s.TLSConfig = &tls.Config{Certificates: certs} }
+	withH2C := func(s *http.Server) {
+		s.Protocols = &http.Protocols{}
+		s.Protocols.SetHTTP1(true)
+		s.Protocols.SetUnencryptedHTTP2(true)
+	}
+	a := hoRunner(t, "A", lnKey{}, nil, nil, withTLS)
+	c := hoRunner(t, "C", lnKey{}, nil, nil, withH2C)
+	got := make(chan handedConn, 10)
+	for _, cl := range []struct {
+		name   string
+		r      *runner
+		client *http.Client
+		scheme string
+		proto  int
+	}{
+		{"TLS HTTP/1.1", a, h1TLS, "https", 1},
+		{"TLS HTTP/2", a, h2Client, "https", 2},
+		{"h2c", c, h2c, "http", 2},
+	} {
+		t.Run(cl.name, func(t *testing.T) {
+			url := cl.scheme + "://" + cl.r.served[0].l.Addr().String() + "/?id="
+			var reused []bool
+			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = append(reused, i.Reused) }}
+			do := func(id string) *http.Response {
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url+id, nil)
+				require.NoError(t, err)
+				resp, err := cl.client.Do(req)
+				require.NoError(t, err)
+				io.ReadAll(resp.Body)
+				resp.Body.Close()
+				assert.Equal(t, cl.proto, resp.ProtoMajor)
+				return resp
+			}
+			do("1")
+			cl.r.draining.Store(true)
+			cl.r.track.handOff(got)
+			resp := do("2")
+			if cl.proto == 1 {
+				assert.True(t, resp.Close, "Connection: close")
+			}
+			assert.Equal(t, []bool{false, true}, reused, "the same connection")
+			assert.Zero(t, cl.r.track.handedN.Load())
+			cl.r.track.stopHandOff()
+			cl.r.draining.Store(false)
+		})
+	}
+	assert.Empty(t, got)
 }
