@@ -297,12 +297,13 @@ func (c *trackedConn) send(st *handoffState, h handedConn, held int) bool {
 		return false
 	default:
 	}
+	c.t.handedN.Add(1) // before the receiver can see it
 	select {
 	case st.out <- h:
 	case <-st.stop:
+		c.t.handedN.Add(-1)
 		return false
 	}
-	c.t.handedN.Add(1)
 	if takeHook != nil {
 		takeHook(held, len(h.pre))
 	}

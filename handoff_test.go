@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -518,4 +519,158 @@ func TestHandoffNotTLSNorHTTP2(t *testing.T) {
 		})
 	}
 	assert.Empty(t, got)
+}
+
+// TestHandoffManyIdle: 10,000 idle keep-alive connections are taken from
+// net/http and adopted by the other server in well under a second; the
+// figures are logged. A sample of them is then served by the successor.
+// The clients live in a child process (this test binary), so that the
+// descriptors of both ends do not count against one limit.
+func TestHandoffManyIdle(t *testing.T) {
+	if addr := os.Getenv("GRACEFUL_HO_CLIENTS"); addr != "" {
+		manyIdleClients(addr)
+		return
+	}
+	if testing.Short() {
+		t.Skip("10,000 connections")
+	}
+	require.NoError(t, handoffSupported())
+	if err := raiseNoFile(manyConns + 1000); err != nil {
+		t.Skip(err)
+	}
+	a := hoRunner(t, "A", lnKey{}, nil, nil, nil)
+	b := hoRunner(t, "B", a.served[0].key, nil, nil, nil)
+	adopted := make(chan struct{}, manyConns)
+	ch := forward(t, a, b, adopted)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHandoffManyIdle$")
+	cmd.Env = append(os.Environ(), "GRACEFUL_HO_CLIENTS="+a.served[0].l.Addr().String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := bufio.NewScanner(stdout)
+	require.True(t, lines.Scan(), "the clients' readiness")
+	require.Equal(t, "ready", lines.Text())
+	waitFor(t, "the connections to be idle", func() bool {
+		a.track.mu.Lock()
+		defer a.track.mu.Unlock()
+		for c := range a.track.conns {
+			if w := c.state.Load(); http.ConnState(w&stateMask) != http.StateIdle || w&armBit == 0 {
+				return false
+			}
+		}
+		return len(a.track.conns) == manyConns
+	})
+
+	start := time.Now()
+	a.track.handOff(ch)
+	poked := time.Since(start)
+	for range manyConns {
+		<-adopted
+	}
+	all := time.Since(start)
+	t.Logf("%d idle connections: asked for in %v, taken and adopted in %v", manyConns, poked.Round(time.Millisecond), all.Round(time.Millisecond))
+	assert.EqualValues(t, manyConns, a.track.handedN.Load())
+	assert.EqualValues(t, manyConns, b.track.adoptedN.Load())
+	limit := time.Second
+	if raceOn {
+		limit = 10 * time.Second // the race detector slows it several times
+	}
+	assert.Less(t, all, limit)
+
+	io.WriteString(stdin, "check\n")
+	n := 0
+	for lines.Scan() && lines.Text() != "done" {
+		assert.True(t, strings.HasPrefix(lines.Text(), "B "), lines.Text())
+		n++
+	}
+	assert.Equal(t, (manyConns+96)/97, n, "responses from the successor")
+}
+
+const manyConns = 10000
+
+func raiseNoFile(need uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Cur >= need {
+		return nil
+	}
+	if lim.Max < need {
+		return fmt.Errorf("needs %d descriptors; the hard RLIMIT_NOFILE is %d", need, lim.Max)
+	}
+	lim.Cur = need
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+}
+
+// manyIdleClients is TestHandoffManyIdle's child: it opens manyConns
+// keep-alive connections to addr, makes one request on each, says
+// "ready", and once told, makes one more request on every 97th and prints
+// the bodies.
+func manyIdleClients(addr string) {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "clients:", err)
+		os.Exit(1)
+	}
+	if err := raiseNoFile(manyConns + 500); err != nil {
+		fail(err)
+	}
+	clients := make([]*hoClient, manyConns)
+	var wg sync.WaitGroup
+	errs := make(chan error, manyConns)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < manyConns; i += 8 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.SetDeadline(time.Now().Add(2 * time.Minute))
+				cl := &hoClient{c: c, br: bufio.NewReader(c)}
+				clients[i] = cl
+				if err := cl.send(reqText("/", strconv.Itoa(i))); err != nil {
+					errs <- err
+					return
+				}
+				if body, _, err := cl.recv(); err != nil || body != "A "+strconv.Itoa(i) {
+					errs <- fmt.Errorf("%q, %v", body, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		fail(err)
+	default:
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() {
+		os.Exit(0)
+	}
+	for i := 0; i < manyConns; i += 97 {
+		if err := clients[i].send(reqText("/", strconv.Itoa(i))); err != nil {
+			fail(err)
+		}
+		body, _, err := clients[i].recv()
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(body)
+	}
+	fmt.Println("done")
+	os.Exit(0)
 }
