@@ -674,3 +674,28 @@ func manyIdleClients(addr string) {
 	fmt.Println("done")
 	os.Exit(0)
 }
+
+// BenchmarkRequestBookkeepingHandable is BenchmarkRequestBookkeeping on a
+// connection that could be handed off, with the read deadlines net/http
+// sets around a keep-alive request (idle, header, whole request, and the
+// background read's), while no hand-off is under way.
+func BenchmarkRequestBookkeepingHandable(b *testing.B) {
+	r := &runner{track: newTracker()}
+	al := newAdoptListener(lnKey{"tcp", "bench"}, &http.Server{}, &net.TCPAddr{})
+	c := r.track.addVia(nopConn{}, al.via)
+	wrapped := r.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	w, req := httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c.SetReadDeadline(time.Time{})
+		c.Read(buf)
+		c.SetReadDeadline(time.Time{})
+		r.track.connState(c, http.StateActive)
+		c.Read(buf)
+		c.SetReadDeadline(time.Time{})
+		c.SetReadDeadline(time.Time{})
+		wrapped.ServeHTTP(w, req)
+		r.track.connState(c, http.StateIdle)
+	}
+}
