@@ -294,7 +294,7 @@ func (r *runner) takeWaiting() bool {
 // requests split at every byte of their start (so that 1-3 bytes sit in
 // net/http's buffer at a take), the next request's first bytes sent while
 // a response is being written (net/http's background read takes one), and
-// pipelined requests. Every response is the right one, in order, and every
+// pipelined requests, whole or with the last cut anywhere. Every response is the right one, in order, and every
 // request is served exactly once.
 func TestHandoffRace(t *testing.T) {
 	require.NoError(t, handoffSupported())
@@ -338,7 +338,7 @@ func TestHandoffRace(t *testing.T) {
 			for i := 0; i < perClient && !failed.Load(); i++ {
 				id := func(j int) string { return strconv.Itoa(ci) + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(j) }
 				var err error
-				switch rng.IntN(4) {
+				switch rng.IntN(5) {
 				case 0: // whole
 					err = cl.send(reqText("/", id(0)))
 					sent.Add(1)
@@ -370,6 +370,19 @@ func TestHandoffRace(t *testing.T) {
 					}
 					if err == nil && !check(id(1)) {
 						return
+					}
+				case 4: // pipelined, the second cut anywhere
+					r0, r1 := reqText("/", id(0)), reqText("/", id(1))
+					k := 1 + rng.IntN(len(r1)-1)
+					if err = cl.send(r0 + r1[:k]); err == nil {
+						time.Sleep(time.Duration(rng.IntN(500)) * time.Microsecond)
+						err = cl.send(r1[k:])
+					}
+					sent.Add(2)
+					for j := 0; j < 2 && err == nil; j++ {
+						if !check(id(j)) {
+							return
+						}
 					}
 				case 3: // pipelined
 					n := 2 + rng.IntN(2)
