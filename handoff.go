@@ -64,6 +64,14 @@ type handedConn struct {
 type handoffState struct {
 	out  chan<- handedConn
 	stop chan struct{} // closed by stopHandOff
+	mu   sync.RWMutex  // read-held while sending on out
+}
+
+// end stops st and waits until nothing is being sent on its channel.
+func (st *handoffState) end() {
+	close(st.stop)
+	st.mu.Lock()
+	st.mu.Unlock()
 }
 
 // handVia is what a connection needs to know of the server that serves
@@ -250,8 +258,7 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 	ok := st != nil && w&takeBit != 0 && c.safe(w) && (err == nil || isTimeout(err)) &&
 		k >= 0 && k <= int(c.nlast) && (k == 0 || http.ConnState(w&stateMask) == http.StateIdle)
 	if ok {
-		var f *os.File
-		if f, err = c.t.dupOf(c.Conn); err == nil {
+		if f, derr := c.t.dupOf(c.Conn); derr == nil {
 			pre := make([]byte, 0, k+n+len(c.pre))
 			pre = append(pre, c.last[int(c.nlast)-k:c.nlast]...)
 			pre = append(pre, b[:n]...)
@@ -259,15 +266,12 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			c.mu.Unlock()
 			// net/http waits in this Read: nothing else happens to the
 			// connection meanwhile but pokes, which find it taken.
-			select {
-			case st.out <- handedConn{file: f, key: c.via.key, pre: pre}:
+			if c.send(st, handedConn{file: f, key: c.via.key, pre: pre}, k) {
 				c.pre = nil
-				c.t.handedN.Add(1)
 				return true, false
-			case <-st.stop:
-				if f != nil {
-					f.Close()
-				}
+			}
+			if f != nil {
+				f.Close()
 			}
 			c.mu.Lock()
 		}
@@ -283,6 +287,32 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 	c.mu.Unlock()
 	return false, n == 0 && (err == nil || isTimeout(err))
 }
+
+// send sends h on the hand-off's channel, unless it stops first.
+func (c *trackedConn) send(st *handoffState, h handedConn, held int) bool {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	select {
+	case <-st.stop:
+		return false
+	default:
+	}
+	c.t.handedN.Add(1) // before the receiver can see it
+	select {
+	case st.out <- h:
+	case <-st.stop:
+		c.t.handedN.Add(-1)
+		return false
+	}
+	if takeHook != nil {
+		takeHook(held, len(h.pre))
+	}
+	return true
+}
+
+// takeHook, if set (by tests), learns of each take how many bytes net/http
+// held and how many went along.
+var takeHook func(held, pre int)
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -315,7 +345,7 @@ func (t *tracker) handOff(out chan<- handedConn) {
 func (t *tracker) startHandOff(out chan<- handedConn) {
 	st := &handoffState{out: out, stop: make(chan struct{})}
 	if old := t.ho.Swap(st); old != nil {
-		close(old.stop)
+		old.end()
 	}
 	t.mu.Lock()
 	all := slices.Collect(maps.Keys(t.conns))
@@ -327,10 +357,11 @@ func (t *tracker) startHandOff(out chan<- handedConn) {
 
 // stopHandOff ends handOff: connections not yet taken stay with the drain
 // (their next response gets "Connection: close" as today). Called when the
-// receiver is gone or refuses.
+// receiver is gone or refuses. Once it returns, nothing more is sent on
+// the channel handOff was given: it may be closed.
 func (t *tracker) stopHandOff() {
 	if old := t.ho.Swap(nil); old != nil {
-		close(old.stop)
+		old.end()
 	}
 }
 

@@ -25,12 +25,15 @@ func handoffSupported() error {
 var handoffCheck = sync.OnceValue(func() error { return checkHandoff(5 * time.Second) })
 
 // checkHandoff confirms that this build's net/http behaves as the hand-off
-// expects (see handoff.go): over an in-memory connection, one keep-alive
-// request, then one during which the client sends the first byte of the
-// next (net/http's background read takes it); the hand-off begins during
-// the second, and must take the connection once its response is complete,
-// with that byte, and net/http must close it without writing more. If not,
-// connections are left to the drain as before.
+// expects (see handoff.go), over an in-memory connection: a keep-alive
+// request; then two pipelined ones, the second cut after its request line,
+// where net/http must set the read deadline a second time before reading
+// on (without it, a take there would lose the request line); the hand-off
+// begins, the rest of the second request comes, and during it the first
+// byte of a third (net/http's background read takes it). net/http must
+// answer both, then the connection must be taken with that byte, and
+// net/http must close it without writing more. If not, connections are
+// left to the drain as before.
 func checkHandoff(limit time.Duration) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -56,7 +59,8 @@ func checkHandoff(limit time.Duration) (err error) {
 	}
 	srvEnd, cli := net.Pipe()
 	al := newAdoptListener(lnKey{"pipe", "self-check"}, srv, srvEnd.LocalAddr())
-	al.push(t.addVia(srvEnd, al.via))
+	tc := t.addVia(srvEnd, al.via)
+	al.push(tc)
 	go srv.Serve(al)
 	defer srv.Close()
 	defer cli.Close()
@@ -82,7 +86,21 @@ func checkHandoff(limit time.Duration) (err error) {
 	if err := get("/a"); err != nil {
 		return err
 	}
-	if _, err := io.WriteString(cli, "GET /wait HTTP/1.1\r\nHost: check\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(cli, "GET /b HTTP/1.1\r\nHost: check\r\n\r\nGET /wait HTTP/1.1\r\n"); err != nil {
+		return err
+	}
+	if err := get("/b"); err != nil {
+		return err
+	}
+	for w := tc.state.Load(); http.ConnState(w&stateMask) != http.StateIdle || w&spoilBit == 0; w = tc.state.Load() {
+		if time.Now().After(deadline) {
+			return errors.New("reading a pipelined request did not set the read deadline again")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	out := make(chan handedConn, 1)
+	t.startHandOff(out)
+	if _, err := io.WriteString(cli, "Host: check\r\n\r\n"); err != nil {
 		return err
 	}
 	select {
@@ -94,8 +112,6 @@ func checkHandoff(limit time.Duration) (err error) {
 	if _, err := io.WriteString(cli, "G"); err != nil {
 		return err
 	}
-	out := make(chan handedConn, 1)
-	t.startHandOff(out)
 	release <- struct{}{}
 	if err := get("/wait"); err != nil {
 		return err
