@@ -171,11 +171,20 @@ func (c *trackedConn) CloseWrite() error {
 }
 
 // setState records s, clears readBit, counts the change and returns the
-// new word.
+// new word. net/http's first report, StateNew, finds the connection New
+// already and changes nothing: a hand-off's poke of a connection just
+// accepted (its takeBit, with the read deadline in the past) must survive
+// it, for net/http reads a new connection without setting a deadline first
+// (unless ReadHeaderTimeout is set), and a timeout that Read does not
+// recognise as a poke makes net/http close the connection unanswered.
 func (c *trackedConn) setState(s http.ConnState) uint64 {
 	for {
 		old := c.state.Load()
-		w := (old>>countShift+1)<<countShift | old&(h2Bit|toldBit) | uint64(s)
+		keep := uint64(h2Bit | toldBit)
+		if s == http.StateNew && http.ConnState(old&stateMask) == http.StateNew {
+			keep = 1<<countShift - 1 - stateMask
+		}
+		w := (old>>countShift+1)<<countShift | old&keep | uint64(s)
 		if c.state.CompareAndSwap(old, w) {
 			return w
 		}

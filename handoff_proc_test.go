@@ -365,3 +365,20 @@ func drainTook(t *testing.T, s *proc.Server, pid int) time.Duration {
 	t.Fatalf("no drain logged for %d", pid)
 	return 0
 }
+
+// TestHandOffFreshClients: clients that open a connection per request,
+// sending as the hand-off begins, lose nothing.
+func TestHandOffFreshClients(t *testing.T) {
+	_, server := binaries(t)
+	s := start(t, server, os.Getenv("FRESH_ENV"))
+	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), Fresh: 4, KeepAlive: 4, Check: checkBody, Duration: 60 * time.Second})
+	for i := 0; i < 20; i++ {
+		old, _, err := s.Restart(15 * time.Second)
+		require.NoError(t, err)
+		require.NoError(t, proc.WaitGone(old, 15*time.Second))
+		time.Sleep(50 * time.Millisecond)
+	}
+	res := gen.Stop()
+	assertServed(t, res, 1000)
+	stop(t, s)
+}

@@ -539,11 +539,21 @@ func encodeBatch(seq uint64, conns []handedConn) ([]byte, []int) {
 	fmt.Fprintf(&b, "b %d %d\n", seq, len(conns))
 	fds := make([]int, len(conns))
 	for i, h := range conns {
-		fds[i] = int(h.file.Fd())
+		fds[i] = rawFD(h.file)
 		fmt.Fprintf(&b, "%s %s %d\n", h.key.network, url.QueryEscape(h.key.addr), len(h.pre))
 		b.Write(h.pre)
 	}
 	return b.Bytes(), fds
+}
+
+// rawFD is f's descriptor. Not f.Fd(), which would switch the socket,
+// shared with the process that serves it next, to blocking mode.
+func rawFD(f *os.File) int {
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(d uintptr) { fd = int(d) })
+	}
+	return fd
 }
 
 func entrySize(h handedConn) int { return len(h.key.network) + 3*len(h.key.addr) + 16 + len(h.pre) }
