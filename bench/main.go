@@ -632,14 +632,6 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 	for _, d := range res.FailureDetails(5) {
 		fmt.Fprintf(os.Stderr, "bench: %s: failed: %s\n", t.name, d)
 	}
-	for _, sm := range res.Samples {
-		if sm.Fail != "" {
-			fmt.Fprintf(os.Stderr, "DEBUG fresh=%v reused=%v gap=%s client=%d\n", sm.Fresh, sm.Reused, sm.Gap, sm.Client)
-		}
-	}
-	if r.Failed > 0 {
-		os.WriteFile("/tmp/hproc-bench-out.txt", []byte(s.Output.String()), 0o644)
-	}
 	var firstNew []time.Duration
 	for _, x := range rs {
 		if x.firstNew == nil {
