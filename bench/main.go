@@ -114,7 +114,7 @@ func main() {
 	flag.IntVar(&cfg.Fresh, "fresh", 2, "new-connection clients during restarts")
 	flag.IntVar(&cfg.SlowClients, "slowc", 2, "clients of slow requests during restarts")
 	tpOnly := flag.Bool("throughput", false, "run only the pinned throughput rounds")
-	flag.StringVar(&cfg.Only, "only", "", "run only the restart rows whose name contains this, and no throughput rounds")
+	flag.StringVar(&cfg.Only, "only", "", "run only the restart rows whose name contains this (or one of its |-separated parts), and no throughput rounds")
 	flag.Parse()
 	cfg.ThroughputOnly = *tpOnly
 	if *short {
@@ -181,7 +181,7 @@ func run(cfg config, out string, short bool) error {
 	}
 	targets = append(targets, pumaTargets()...)
 	for _, t := range targets {
-		if short && !t.ours || !strings.Contains(t.name, cfg.Only) {
+		if short && !t.ours || !matches(t.name, cfg.Only) {
 			continue
 		}
 		r, err := measureRestarts(cfg, t, dir)
@@ -659,6 +659,7 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 		return false
 	}
 	during := res.Latencies(inWindow)
+	spikes(t.name, res, rs2windows(rs, func(x restart) (time.Time, time.Time) { return x.signal, x.done }))
 	r.RestartP99, r.RestartMax = ms(loadgen.Quantile(during, 0.99)), ms(last(during))
 	for _, sm := range res.Samples {
 		if sm.Slow && sm.Fail == "" && inWindow(sm) {
@@ -675,6 +676,56 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 	sortD(perWorker)
 	r.PerWorker = ms(loadgen.Quantile(perWorker, 0.5))
 	return r, nil
+}
+
+// matches reports whether name contains one of the |-separated parts of
+// only.
+func matches(name, only string) bool {
+	for _, part := range strings.Split(only, "|") {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
+
+// rs2windows lists the restarts' windows.
+func rs2windows[T any](rs []T, span func(T) (time.Time, time.Time)) []loadgen.Window {
+	var ws []loadgen.Window
+	for _, x := range rs {
+		from, to := span(x)
+		ws = append(ws, loadgen.Window{From: from, To: to})
+	}
+	return ws
+}
+
+// spikes prints on stderr the slowest requests in the restarts' windows:
+// which client sent them, and when, from the signal, so that the latency
+// spike at a restart can be traced (the new process's start, a hand-off,
+// a new connection).
+func spikes(name string, res *loadgen.Result, ws []loadgen.Window) {
+	type hit struct {
+		s  loadgen.Sample
+		at time.Duration
+	}
+	var hits []hit
+	for _, sm := range res.Samples {
+		for _, w := range ws {
+			if sm.Fail == "" && !sm.Slow && w.In(sm) {
+				hits = append(hits, hit{sm, sm.Start.Sub(w.From)})
+				break
+			}
+		}
+	}
+	sort.Slice(hits, func(i, j int) bool { return hits[i].s.Latency > hits[j].s.Latency })
+	for _, h := range hits[:min(len(hits), 5)] {
+		kind := "keep-alive"
+		if h.s.Fresh {
+			kind = "new connection"
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s: slow in a restart: %s, %s, sent %s after the signal, reused %v, pid %s\n",
+			name, h.s.Latency.Round(10*time.Microsecond), kind, h.at.Round(100*time.Microsecond), h.s.Reused, h.s.PID)
+	}
 }
 
 // waitPhase waits for the master's log to say phase n completed, and
