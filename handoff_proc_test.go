@@ -74,7 +74,8 @@ func (o *oneConn) local() string { return o.c.LocalAddr().String() }
 // response on it, from each new process in turn.
 func TestHandOffOneConnectionHot(t *testing.T) {
 	_, server := binaries(t)
-	s := start(t, server, "TS_DRAIN_IDLE=300ms")
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	s := start(t, server, "TS_DRAIN_IDLE=300ms", "TS_CONTROL="+sock)
 	o := dialOne(t, s.Addr())
 	port := o.local()
 	h, err := o.get()
@@ -105,6 +106,8 @@ func TestHandOffOneConnectionHot(t *testing.T) {
 	}
 	assert.Equal(t, port, o.local())
 	assert.GreaterOrEqual(t, loggedHanded(t, s), int64(1), "the log counts the connection handed")
+	st := ctlStats(t, sock)
+	assert.GreaterOrEqual(t, st.ConnsHanded, int64(1), "Status counts the connections the predecessor handed")
 	t.Logf("%d responses on one connection across 10 hot restarts", n)
 	stop(t, s)
 }
@@ -129,7 +132,8 @@ func loggedHanded(t *testing.T, s *proc.Server) int64 {
 // worker of the new generation.
 func TestHandOffOneConnectionPhased(t *testing.T) {
 	_, server := binaries(t)
-	s := start(t, server, "TS_WORKERS=2", "TS_DRAIN_IDLE=300ms")
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	s := start(t, server, "TS_WORKERS=2", "TS_DRAIN_IDLE=300ms", "TS_CONTROL="+sock)
 	master := s.PID()
 	waitAllGen(t, s, 0)
 	o := dialOne(t, s.Addr())
@@ -155,6 +159,10 @@ func TestHandOffOneConnectionPhased(t *testing.T) {
 	assert.Equal(t, port, o.local())
 	assert.GreaterOrEqual(t, len(pids), 10, "a new worker PID after every phase")
 	assert.Contains(t, s.Output.String(), "worker handed its connections")
+	// The last phase's count, in the master's Status: the worker that had
+	// the connection handed it once (the log line may come just after).
+	assert.Eventually(t, func() bool { return ctlStats(t, sock).ConnsHanded >= 1 }, 10*time.Second, 20*time.Millisecond,
+		"Status counts the connections handed in the last phase")
 	t.Logf("%d responses on one connection across 10 phased restarts", n)
 	stop(t, s)
 }
