@@ -390,3 +390,121 @@ func TestHandOffFreshClients(t *testing.T) {
 	assertServed(t, res, 1000)
 	stop(t, s)
 }
+
+// TestHandOffSplitRequests: clients that send each request in two parts,
+// the first few bytes, a pause, then the rest, keep-alive, across 20 hot
+// restarts: some requests are split across a hand-off, their first bytes
+// already read by the old process. None is lost or garbled.
+func TestHandOffSplitRequests(t *testing.T) {
+	_, server := binaries(t)
+	s := start(t, server, "TS_DRAIN_IDLE=300ms")
+	stopLoad := make(chan struct{})
+	var mu sync.Mutex
+	var sent, redials int
+	var fails []string
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			var o *oneConn
+			defer func() {
+				if o != nil {
+					o.c.Close()
+				}
+			}()
+			for k := 0; ; k++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				if o == nil {
+					c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+					if err != nil {
+						mu.Lock()
+						fails = append(fails, err.Error())
+						mu.Unlock()
+						return
+					}
+					o = &oneConn{c: c, br: bufio.NewReader(c)}
+					mu.Lock()
+					redials++
+					mu.Unlock()
+				}
+				cut := 1 + (k+i)%20 // within the request line or the headers
+				req := "GET / HTTP/1.1\r\nHost: split\r\n\r\n"
+				o.c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, err := io.WriteString(o.c, req[:cut])
+				if err == nil {
+					time.Sleep(time.Duration(k%3) * 100 * time.Microsecond)
+					_, err = io.WriteString(o.c, req[cut:])
+				}
+				var resp *http.Response
+				if err == nil {
+					resp, err = http.ReadResponse(o.br, nil)
+				}
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && (resp.StatusCode != 200 || string(body) != "hello from "+resp.Header.Get("X-Pid")+"\n") {
+						err = fmt.Errorf("status %d, body %q", resp.StatusCode, body)
+					}
+				}
+				mu.Lock()
+				sent++
+				if err != nil {
+					fails = append(fails, err.Error())
+				}
+				mu.Unlock()
+				if err != nil || resp.Close {
+					o.c.Close()
+					o = nil
+				}
+			}
+		}(i)
+	}
+	for i := 0; i < 20; i++ {
+		old, _, err := s.Restart(15 * time.Second)
+		require.NoError(t, err)
+		require.NoError(t, proc.WaitGone(old, 15*time.Second))
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stopLoad)
+	wg.Wait()
+	t.Logf("%d split requests across 20 hot restarts, %d dials, failures: %v", sent, redials, fails)
+	assert.Empty(t, fails)
+	assert.Greater(t, sent, 1000)
+	stop(t, s)
+}
+
+// TestHandOffPhasedReplacementDies: in a phased restart, the new worker
+// is killed as the master relays it the old worker's connections, before
+// it acks: the master refuses the batch, and the old worker takes its
+// connections back and drains them: the kept connection gets its next
+// response, from the old worker, with Connection: close.
+func TestHandOffPhasedReplacementDies(t *testing.T) {
+	_, _ = binaries(t)
+	bin := filepath.Join(t.TempDir(), "testserver-die")
+	var flags []string
+	if raceEnabled {
+		flags = append(flags, "-race")
+	}
+	require.NoError(t, proc.Build(".", "./internal/testserver", bin, append(flags, "-tags", "graceful_handofftest")...))
+	s := start(t, bin, "TS_WORKERS=1", "TS_DRAIN_IDLE=3s", "GRACEFUL_TEST_DIE_ON_HANDOFF=1")
+	waitAllGen(t, s, 0)
+	o := dialOne(t, s.Addr())
+	h, err := o.get()
+	require.NoError(t, err)
+	worker := h.Get("X-Pid")
+	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
+	waitOutput(t, s, "adopting connections refused a batch")
+	h, err = o.get()
+	if err != nil {
+		require.Contains(t, err.Error(), "Connection: close")
+	}
+	require.NotNil(t, h)
+	assert.Equal(t, worker, h.Get("X-Pid"), "the old worker took the connection back")
+	stop(t, s)
+}

@@ -435,6 +435,9 @@ func (l *hoLink) resolve(seq uint64, ok bool) {
 		return
 	}
 	if !ok {
+		if b.done == nil {
+			l.r.log.Warn("graceful: the process adopting connections refused a batch; draining them here", "peer", l.peer, "taken_back", len(b.conns))
+		}
 		l.fail(b)
 		return
 	}
