@@ -476,6 +476,8 @@ func TestHandOffSplitRequests(t *testing.T) {
 	t.Logf("%d split requests across 20 hot restarts, %d dials, failures: %v", sent, redials, fails)
 	assert.Empty(t, fails)
 	assert.Greater(t, sent, 1000)
+	// Without hand-off each client dials again at each restart.
+	assert.Less(t, redials, 6+20*6/2, "the connections were handed, not closed")
 	stop(t, s)
 }
 
