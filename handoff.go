@@ -86,17 +86,22 @@ type handVia struct {
 func (v *handVia) ok() bool { return v != nil && v.adopt != nil && !v.back }
 
 // handFields are a trackedConn's hand-off state. The ring of last bytes
-// and pre are touched only by Read, which net/http never calls
-// concurrently; the deadlines only under mu.
+// is touched only by Read, which net/http never calls concurrently; the
+// deadlines only under mu.
 type handFields struct {
-	mu        sync.Mutex // orders pokes, takes and read deadlines
-	rdl       time.Time  // the read deadline net/http last asked for
-	rdlAt     time.Time  // when it asked, while adoptWait
-	idleDL    time.Time  // a handed-in connection's idle deadline, while adoptWait
-	adoptWait bool       // handed in with no bytes: keep idleDL until the first byte
-	pre       []byte     // handed-in bytes not yet read
-	last      [maxHeld]byte
-	nlast     uint8 // bytes in last
+	mu    sync.Mutex // orders pokes, takes and read deadlines
+	rdl   time.Time  // the read deadline net/http last asked for
+	in    *handedIn  // nil unless handed in
+	last  [maxHeld]byte
+	nlast uint8 // bytes in last
+}
+
+// handedIn is what a handed-in connection has left of its hand-off.
+type handedIn struct {
+	pre     []byte    // bytes not read yet; touched only by Read
+	waiting bool      // handed in idle, no byte yet: keep idleDL (under mu)
+	idleDL  time.Time // the idle deadline
+	rdlAt   time.Time // when net/http asked for rdl, while waiting
 }
 
 // remember keeps the last maxHeld bytes Read returned.
@@ -114,15 +119,16 @@ func (h *handFields) remember(p []byte) {
 
 // read reads the handed-in bytes first, then the socket.
 func (c *trackedConn) read(b []byte) (int, error) {
-	if c.pre != nil {
-		n := copy(b, c.pre)
-		if c.pre = c.pre[n:]; len(c.pre) == 0 {
-			c.pre = nil
+	in := c.in
+	if in != nil && in.pre != nil {
+		n := copy(b, in.pre)
+		if in.pre = in.pre[n:]; len(in.pre) == 0 {
+			in.pre = nil
 		}
 		return n, nil
 	}
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.adoptWait {
+	if n > 0 && in != nil && in.waiting { // written only by Read, read without mu here
 		c.firstByte()
 	}
 	return n, err
@@ -133,7 +139,10 @@ func (c *trackedConn) read(b []byte) (int, error) {
 func (c *trackedConn) firstByte() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.adoptWait = false
+	if !c.in.waiting {
+		return
+	}
+	c.in.waiting = false
 	if c.state.Load()&takeBit == 0 {
 		c.Conn.SetReadDeadline(c.effective())
 	}
@@ -142,14 +151,16 @@ func (c *trackedConn) firstByte() {
 // effective is the read deadline the socket should have, absent a poke.
 // Call with mu held.
 func (c *trackedConn) effective() time.Time {
+	in := c.in
 	switch {
-	case c.adoptWait:
-		return c.idleDL
-	case !c.rdlAt.IsZero() && !c.rdl.IsZero():
+	case in == nil:
+	case in.waiting:
+		return in.idleDL
+	case !in.rdlAt.IsZero() && !c.rdl.IsZero():
 		// Asked for during the idle wait of a handed-in connection: net/http
 		// meant it to count from the request's first byte.
-		d := time.Now().Add(c.rdl.Sub(c.rdlAt))
-		c.rdlAt = time.Time{}
+		d := time.Now().Add(c.rdl.Sub(in.rdlAt))
+		in.rdlAt = time.Time{}
 		return d
 	}
 	return c.rdl
@@ -183,8 +194,8 @@ func (c *trackedConn) SetReadDeadline(d time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rdl = d
-	if c.adoptWait {
-		c.rdlAt = time.Now()
+	if c.in != nil && c.in.waiting {
+		c.in.rdlAt = time.Now()
 	}
 	st := c.t.ho.Load()
 	var take bool
@@ -259,15 +270,21 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 		k >= 0 && k <= int(c.nlast) && (k == 0 || http.ConnState(w&stateMask) == http.StateIdle)
 	if ok {
 		if f, derr := c.t.dupOf(c.Conn); derr == nil {
-			pre := make([]byte, 0, k+n+len(c.pre))
+			var left []byte // handed-in bytes not read yet
+			if c.in != nil {
+				left = c.in.pre
+			}
+			pre := make([]byte, 0, k+n+len(left))
 			pre = append(pre, c.last[int(c.nlast)-k:c.nlast]...)
 			pre = append(pre, b[:n]...)
-			pre = append(pre, c.pre...)
+			pre = append(pre, left...)
 			c.mu.Unlock()
 			// net/http waits in this Read: nothing else happens to the
 			// connection meanwhile but pokes, which find it taken.
 			if c.send(st, handedConn{file: f, key: c.via.key, pre: pre}, k) {
-				c.pre = nil
+				if c.in != nil {
+					c.in.pre = nil
+				}
 				return true, false
 			}
 			if f != nil {
@@ -440,16 +457,15 @@ func (r *runner) adopt(h handedConn) error {
 	}
 	tc := &trackedConn{Conn: nc, t: r.track, via: via}
 	tc.state.Store(uint64(http.StateNew))
-	if len(h.pre) > 0 {
-		tc.pre = h.pre
-	} else {
+	tc.in = &handedIn{pre: h.pre}
+	if len(h.pre) == 0 {
 		// Idle: net/http treats it as new, with ReadHeaderTimeout; keep the
 		// idle timeout until the first byte.
-		tc.adoptWait = true
+		tc.in.pre, tc.in.waiting = nil, true
 		if d := idleTimeout(al.via.srv); d > 0 {
-			tc.idleDL = time.Now().Add(d)
+			tc.in.idleDL = time.Now().Add(d)
 		}
-		nc.SetReadDeadline(tc.idleDL)
+		nc.SetReadDeadline(tc.in.idleDL)
 	}
 	r.track.insert(tc)
 	if !al.push(tc) {
