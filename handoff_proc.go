@@ -110,6 +110,10 @@ func (r *runner) handOffBegin() {
 	if l == nil {
 		return
 	}
+	if err := handoffSupported(); err != nil {
+		r.log.Warn("graceful: connection hand-off unavailable; draining the connections", "err", err)
+		return
+	}
 	r.hand.down = l
 	if l.waitHello(wait) {
 		l.startSending()
