@@ -718,7 +718,7 @@ func spikes(name string, res *loadgen.Result, ws []loadgen.Window) {
 		}
 	}
 	sort.Slice(hits, func(i, j int) bool { return hits[i].s.Latency > hits[j].s.Latency })
-	for _, h := range hits[:min(len(hits), 5)] {
+	for _, h := range hits[:min(len(hits), 3)] {
 		kind := "keep-alive"
 		if h.s.Fresh {
 			kind = "new connection"
