@@ -70,6 +70,8 @@ type handoffState struct {
 // end stops st and waits until nothing is being sent on its channel.
 func (st *handoffState) end() {
 	close(st.stop)
+	// Taking the write lock waits for every sender to leave.
+	//lint:ignore SA2001 the empty critical section is the wait
 	st.mu.Lock()
 	st.mu.Unlock()
 }
