@@ -71,8 +71,8 @@ type handoffState struct {
 func (st *handoffState) end() {
 	close(st.stop)
 	// Taking the write lock waits for every sender to leave.
-	//lint:ignore SA2001 the empty critical section is the wait
 	st.mu.Lock()
+	//lint:ignore SA2001 the empty critical section is the wait
 	st.mu.Unlock()
 }
 
