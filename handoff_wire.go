@@ -351,7 +351,6 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 			case h := <-out:
 				l.unsettled.Add(1)
 				l.received.Add(1)
-				l.received.Add(1)
 				if s := entrySize(h); size+s > hoMaxBytes {
 					l.send(batch, nil)
 					batch, size = nil, 0
