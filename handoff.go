@@ -58,6 +58,11 @@ type handedConn struct {
 	file *os.File
 	key  lnKey  // the address of the listener it was accepted on (runner.served[i].key)
 	pre  []byte // bytes already read from the socket that net/http had not consumed: read them first
+	// When the connection, idle, is to be closed (the read deadline of
+	// its idle wait); zero: unknown or none, the receiver's IdleTimeout
+	// applies. Carried along so that a hand-off does not give an idle
+	// connection a fresh IdleTimeout.
+	idle time.Time
 }
 
 // handoffState is a hand-off under way.
@@ -283,7 +288,14 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			c.mu.Unlock()
 			// net/http waits in this Read: nothing else happens to the
 			// connection meanwhile but pokes, which find it taken.
-			if c.send(st, handedConn{file: f, key: c.via.key, pre: pre}, k) {
+			h := handedConn{file: f, key: c.via.key, pre: pre}
+			switch {
+			case c.in != nil && c.in.waiting:
+				h.idle = c.in.idleDL
+			case http.ConnState(w&stateMask) == http.StateIdle:
+				h.idle = c.rdl // net/http's idle deadline
+			}
+			if c.send(st, h, k) {
 				if c.in != nil {
 					c.in.pre = nil
 				}
@@ -471,9 +483,7 @@ func (r *runner) adopt(h handedConn) error {
 		// Idle: net/http treats it as new, with ReadHeaderTimeout; keep the
 		// idle timeout until the first byte.
 		tc.in.pre, tc.in.waiting = nil, true
-		if d := idleTimeout(al.via.srv); d > 0 {
-			tc.in.idleDL = time.Now().Add(d)
-		}
+		tc.in.idleDL = idleDeadline(al.via.srv, h.idle)
 		nc.SetReadDeadline(tc.in.idleDL)
 	}
 	r.track.insert(tc)
@@ -484,6 +494,20 @@ func (r *runner) adopt(h handedConn) error {
 	h.file.Close()
 	r.track.adoptedN.Add(1)
 	return nil
+}
+
+// idleDeadline is when a connection handed in idle is closed if no byte
+// comes: when its sender would have closed it, or after srv's idle
+// timeout, whichever comes first (zero: never).
+func idleDeadline(srv *http.Server, sender time.Time) time.Time {
+	var dl time.Time
+	if d := idleTimeout(srv); d > 0 {
+		dl = time.Now().Add(d)
+	}
+	if !sender.IsZero() && (dl.IsZero() || sender.Before(dl)) {
+		dl = sender
+	}
+	return dl
 }
 
 // idleTimeout is how long srv keeps an idle keep-alive connection.

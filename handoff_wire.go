@@ -25,8 +25,10 @@ import (
 //
 //	"hello"            I adopt connections: you may hand me yours
 //	"b <seq> <n>\n..."  a batch: n connections, their descriptors in
-//	                   SCM_RIGHTS, then for each "<network> <addr> <len>\n"
-//	                   (addr query-escaped) and len bytes already read
+//	                   SCM_RIGHTS, then for each "<network> <addr> <len> <ms>\n"
+//	                   (addr query-escaped; ms: how long the connection
+//	                   may stay idle yet, 0: no limit) and len bytes
+//	                   already read
 //	"ack <seq>"        batch seq received: its sender closes its copies
 //	"nak <seq>"        batch seq refused: its sender serves it again
 //	"none"             I will not adopt (a master that does not relay)
@@ -542,7 +544,11 @@ func encodeBatch(seq uint64, conns []handedConn) ([]byte, []int) {
 	fds := make([]int, len(conns))
 	for i, h := range conns {
 		fds[i] = rawFD(h.file)
-		fmt.Fprintf(&b, "%s %s %d\n", h.key.network, url.QueryEscape(h.key.addr), len(h.pre))
+		var idle int64 // no limit
+		if !h.idle.IsZero() {
+			idle = max(time.Until(h.idle).Milliseconds(), 1)
+		}
+		fmt.Fprintf(&b, "%s %s %d %d\n", h.key.network, url.QueryEscape(h.key.addr), len(h.pre), idle)
 		b.Write(h.pre)
 	}
 	return b.Bytes(), fds
@@ -558,7 +564,7 @@ func rawFD(f *os.File) int {
 	return fd
 }
 
-func entrySize(h handedConn) int { return len(h.key.network) + 3*len(h.key.addr) + 16 + len(h.pre) }
+func entrySize(h handedConn) int { return len(h.key.network) + 3*len(h.key.addr) + 40 + len(h.pre) }
 
 // decodeBatch parses a batch's entries and pairs them with fds. On error
 // the caller closes fds.
@@ -570,7 +576,7 @@ func decodeBatch(body []byte, fds []int, n int) ([]handedConn, error) {
 	for i := 0; i < n; i++ {
 		line, rest, ok := bytes.Cut(body, []byte("\n"))
 		f := strings.Fields(string(line))
-		if !ok || len(f) != 3 {
+		if !ok || len(f) != 3 && len(f) != 4 { // the idle limit may be missing
 			return nil, fmt.Errorf("entry %d malformed", i)
 		}
 		addr, err := url.QueryUnescape(f[1])
@@ -578,7 +584,17 @@ func decodeBatch(body []byte, fds []int, n int) ([]handedConn, error) {
 		if err != nil || err2 != nil || k < 0 || k > hoMaxPreLength || k > len(rest) {
 			return nil, fmt.Errorf("entry %d malformed", i)
 		}
-		conns = append(conns, handedConn{key: lnKey{f[0], addr}, pre: bytes.Clone(rest[:k])})
+		h := handedConn{key: lnKey{f[0], addr}, pre: bytes.Clone(rest[:k])}
+		if len(f) == 4 {
+			ms, err := strconv.ParseInt(f[3], 10, 64)
+			if err != nil || ms < 0 {
+				return nil, fmt.Errorf("entry %d malformed", i)
+			}
+			if ms > 0 {
+				h.idle = time.Now().Add(time.Duration(ms) * time.Millisecond)
+			}
+		}
+		conns = append(conns, h)
 		body = rest[k:]
 	}
 	for i := range conns {
