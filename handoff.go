@@ -496,6 +496,24 @@ func (r *runner) adopt(h handedConn) error {
 	return nil
 }
 
+// canAdopt reports why a connection accepted on key could not be adopted
+// now (nil if it could): no cleartext HTTP/1 server serves key, or its
+// server is closed.
+func (r *runner) canAdopt(key lnKey) error {
+	r.track.mu.Lock()
+	al := r.track.adopters[key]
+	r.track.mu.Unlock()
+	if al == nil {
+		return fmt.Errorf("graceful: adopting a connection: no cleartext HTTP/1 server serves %s %s", key.network, key.addr)
+	}
+	select {
+	case <-al.done:
+		return fmt.Errorf("graceful: adopting a connection: the server of %s %s is closed", key.network, key.addr)
+	default:
+		return nil
+	}
+}
+
 // idleDeadline is when a connection handed in idle is closed if no byte
 // comes: when its sender would have closed it, or after srv's idle
 // timeout, whichever comes first (zero: never).

@@ -3,6 +3,14 @@
 package graceful_test
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -49,4 +57,62 @@ func TestHandOffIdleTimeoutKept(t *testing.T) {
 		require.NoError(t, proc.WaitGone(old, 15*time.Second))
 		handed++
 	}
+}
+
+// TestHandOffListenerDropped: a successor that no longer serves one of the
+// addresses (a release that drops a listener) is not handed that
+// address's connections: they stay with the old process and are drained as
+// without hand-off. A keep-alive client whose response came during the
+// drain, without "Connection: close", must still get its next request
+// answered on that connection (before, the successor accepted the
+// connection, could not serve it and closed it: the request was lost).
+func TestHandOffListenerDropped(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	adminPort, err := proc.FreePort()
+	require.NoError(t, err)
+	admin := "127.0.0.1:" + strconv.Itoa(adminPort)
+	s := start(t, server, "TS_ADMIN="+admin, "TS_MODE_FILE="+mode, "TS_DRAIN_IDLE=5s")
+	c, err := net.DialTimeout("tcp", admin, 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(ms int) (*http.Response, error) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET /?ms=%d HTTP/1.1\r\nHost: admin\r\n\r\n", ms); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, err
+	}
+	_, err = get(0)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(mode, []byte("noadmin"), 0o644))
+	// A request in flight over the restart: its response comes during
+	// the drain, while connections are handed off.
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() { r, err := get(3000); slow <- result{r, err} }()
+	time.Sleep(300 * time.Millisecond)
+	old, _, err := s.Restart(15 * time.Second)
+	require.NoError(t, err)
+	r := <-slow
+	require.NoError(t, r.err)
+	require.False(t, r.resp.Close, "the response came while connections were handed off: no Connection: close")
+	time.Sleep(500 * time.Millisecond) // idle: the moment of hand-off
+	resp, err := get(0)
+	require.NoError(t, err, "a request on a connection left open")
+	assert.Equal(t, strconv.Itoa(old), resp.Header.Get("X-Pid"), "the old process serves it")
+	assert.True(t, resp.Close, "with Connection: close: it drains the connection")
+	assert.Contains(t, s.Output.String(), "refused a batch of connections")
+	require.NoError(t, proc.WaitGone(old, 15*time.Second))
+	stop(t, s)
 }

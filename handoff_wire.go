@@ -277,6 +277,20 @@ func (l *hoLink) receive(seq uint64, conns []handedConn) {
 	if hoTestDie != nil {
 		hoTestDie()
 	}
+	// Refuse, before the ack, a batch this process could not serve all of
+	// (a listener this release dropped, a server closed): once acked, a
+	// connection it cannot serve would be closed, its client's next
+	// request lost. Refused, its sender drains it as without hand-off.
+	for _, h := range conns {
+		if err := l.r.canAdopt(h.key); err != nil {
+			for _, h := range conns {
+				h.file.Close()
+			}
+			l.r.log.Warn("graceful: refused a batch of connections; its sender drains them", "from", l.peer, "err", err)
+			l.say("nak %d", seq)
+			return
+		}
+	}
 	// Ack first, before any of the connections is read: from now on they
 	// are this process's. (If the ack cannot be written the sender has
 	// closed its end, after which it takes nothing back.)

@@ -7,6 +7,7 @@
 //	panic    panic before serving
 //	hang     never start serving
 //	sleep D  sleep for the duration D (such as "sleep 3s") before serving
+//	noadmin  do not serve TS_ADMIN (a release that drops a listener)
 //
 // Other variables: PORT, PIDFILE, TS_EVENTS (a file events are appended
 // to), TS_START_DELAY, TS_SHUTDOWN_TIMEOUT, TS_START_TIMEOUT,
@@ -129,9 +130,11 @@ func main() {
 	if p := os.Getenv("TS_UNIX"); p != "" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart, srv.ReadinessHandler())})
 	}
-	if a := os.Getenv("TS_ADMIN"); a != "" {
+	if a := os.Getenv("TS_ADMIN"); a != "" && mode != "noadmin" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: a, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Pid", pid)
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			time.Sleep(time.Duration(ms) * time.Millisecond)
 			fmt.Fprintln(w, "admin")
 		})})
 	}
