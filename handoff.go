@@ -10,6 +10,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -70,6 +72,11 @@ type handoffState struct {
 	out  chan<- handedConn
 	stop chan struct{} // closed by stopHandOff
 	mu   sync.RWMutex  // read-held while sending on out
+
+	// starved: a take found no descriptor free to duplicate a socket
+	// with; the connection stays at its safe point, asked for again
+	// once a batch is acked and its descriptors closed (retake).
+	starved atomic.Bool
 }
 
 // end stops st and waits until nothing is being sent on its channel.
@@ -275,8 +282,15 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 	k := httpBufSize - len(b) // what net/http holds, if at the idle wait
 	ok := st != nil && w&takeBit != 0 && c.safe(w) && (err == nil || isTimeout(err)) &&
 		k >= 0 && k <= int(c.nlast) && (k == 0 || http.ConnState(w&stateMask) == http.StateIdle)
+	spoil := true
 	if ok {
-		if f, derr := c.t.dupOf(c.Conn); derr == nil {
+		f, derr := c.t.dupOf(c.Conn)
+		if derr != nil && (errors.Is(derr, syscall.EMFILE) || errors.Is(derr, syscall.ENFILE)) {
+			// Out of descriptors for now: asked for again later.
+			spoil = false
+			st.starved.Store(true)
+		}
+		if derr == nil {
 			var left []byte // handed-in bytes not read yet
 			if c.in != nil {
 				left = c.in.pre
@@ -307,10 +321,14 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			c.mu.Lock()
 		}
 	}
-	// Not taken: not again in this quiet spell.
+	// Not taken: not again in this quiet spell (unless starved).
 	for {
 		w = c.state.Load()
-		if c.state.CompareAndSwap(w, w&^takeBit|spoilBit) {
+		nw := w &^ takeBit
+		if spoil {
+			nw |= spoilBit
+		}
+		if c.state.CompareAndSwap(w, nw) {
 			break
 		}
 	}
@@ -393,6 +411,21 @@ func (t *tracker) startHandOff(out chan<- handedConn) {
 func (t *tracker) stopHandOff() {
 	if old := t.ho.Swap(nil); old != nil {
 		old.end()
+	}
+}
+
+// retake asks again for the connections whose take found no descriptor
+// free: called once descriptors of handed connections are closed.
+func (t *tracker) retake() {
+	st := t.ho.Load()
+	if st == nil || !st.starved.CompareAndSwap(true, false) {
+		return
+	}
+	t.mu.Lock()
+	all := slices.Collect(maps.Keys(t.conns))
+	t.mu.Unlock()
+	for _, c := range all {
+		c.poke()
 	}
 }
 

@@ -465,6 +465,7 @@ func (l *hoLink) resolve(seq uint64, ok bool) {
 	}
 	l.handedN.Add(int64(len(b.conns)))
 	l.unsettled.Add(-int64(len(b.conns)))
+	l.r.track.retake() // descriptors are free again
 }
 
 // fail settles a batch that did not reach the peer: a relayed one is

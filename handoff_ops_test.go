@@ -116,3 +116,37 @@ func TestHandOffListenerDropped(t *testing.T) {
 	require.NoError(t, proc.WaitGone(old, 15*time.Second))
 	stop(t, s)
 }
+
+// TestHandOffDescriptorLimit: an old process close to its descriptor limit
+// (each connection taken needs a second descriptor until the successor
+// acks it) still hands every idle connection: a take that finds no
+// descriptor free is tried again once a batch is acked. Before, the
+// connections it could not take then were closed by the drain.
+func TestHandOffDescriptorLimit(t *testing.T) {
+	const n, limit = 600, "700"
+	_, server := binaries(t)
+	s, err := proc.StartWrapped([]string{"prlimit", "--nofile=" + limit + ":" + limit}, server, t.TempDir(), []string{"TS_DRAIN_IDLE=1s"})
+	s = tracked(t, s, err)
+	conns := make([]*oneConn, 0, n)
+	for i := 0; i < n; i++ {
+		o := dialOne(t, s.Addr())
+		_, err := o.get()
+		require.NoError(t, err, "connection %d", i)
+		conns = append(conns, o)
+	}
+	old, next, err := s.Restart(15 * time.Second)
+	require.NoError(t, err)
+	require.NoError(t, proc.WaitGone(old, 30*time.Second))
+	assert.Equal(t, int64(n), loggedHanded(t, s), "every idle connection is handed")
+	lost := 0
+	for _, o := range conns {
+		h, err := o.get()
+		if err != nil {
+			lost++
+			continue
+		}
+		assert.Equal(t, strconv.Itoa(next), h.Get("X-Pid"))
+	}
+	assert.Zero(t, lost, "connections closed instead of handed")
+	stop(t, s)
+}
