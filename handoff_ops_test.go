@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -124,6 +125,9 @@ func TestHandOffListenerDropped(t *testing.T) {
 // connections it could not take then were closed by the drain.
 func TestHandOffDescriptorLimit(t *testing.T) {
 	const n, limit = 600, "700"
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("needs prlimit (util-linux)")
+	}
 	_, server := binaries(t)
 	s, err := proc.StartWrapped([]string{"prlimit", "--nofile=" + limit + ":" + limit}, server, t.TempDir(), []string{"TS_DRAIN_IDLE=1s"})
 	s = tracked(t, s, err)
