@@ -10,6 +10,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -58,6 +60,11 @@ type handedConn struct {
 	file *os.File
 	key  lnKey  // the address of the listener it was accepted on (runner.served[i].key)
 	pre  []byte // bytes already read from the socket that net/http had not consumed: read them first
+	// When the connection, idle, is to be closed (the read deadline of
+	// its idle wait); zero: unknown or none, the receiver's IdleTimeout
+	// applies. Carried along so that a hand-off does not give an idle
+	// connection a fresh IdleTimeout.
+	idle time.Time
 }
 
 // handoffState is a hand-off under way.
@@ -65,6 +72,11 @@ type handoffState struct {
 	out  chan<- handedConn
 	stop chan struct{} // closed by stopHandOff
 	mu   sync.RWMutex  // read-held while sending on out
+
+	// starved: a take found no descriptor free to duplicate a socket
+	// with; the connection stays at its safe point, asked for again
+	// once a batch is acked and its descriptors closed (retake).
+	starved atomic.Bool
 }
 
 // end stops st and waits until nothing is being sent on its channel.
@@ -270,8 +282,15 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 	k := httpBufSize - len(b) // what net/http holds, if at the idle wait
 	ok := st != nil && w&takeBit != 0 && c.safe(w) && (err == nil || isTimeout(err)) &&
 		k >= 0 && k <= int(c.nlast) && (k == 0 || http.ConnState(w&stateMask) == http.StateIdle)
+	spoil := true
 	if ok {
-		if f, derr := c.t.dupOf(c.Conn); derr == nil {
+		f, derr := c.t.dupOf(c.Conn)
+		if derr != nil && (errors.Is(derr, syscall.EMFILE) || errors.Is(derr, syscall.ENFILE)) {
+			// Out of descriptors for now: asked for again later.
+			spoil = false
+			st.starved.Store(true)
+		}
+		if derr == nil {
 			var left []byte // handed-in bytes not read yet
 			if c.in != nil {
 				left = c.in.pre
@@ -283,7 +302,14 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			c.mu.Unlock()
 			// net/http waits in this Read: nothing else happens to the
 			// connection meanwhile but pokes, which find it taken.
-			if c.send(st, handedConn{file: f, key: c.via.key, pre: pre}, k) {
+			h := handedConn{file: f, key: c.via.key, pre: pre}
+			switch {
+			case c.in != nil && c.in.waiting:
+				h.idle = c.in.idleDL
+			case http.ConnState(w&stateMask) == http.StateIdle:
+				h.idle = c.rdl // net/http's idle deadline
+			}
+			if c.send(st, h, k) {
 				if c.in != nil {
 					c.in.pre = nil
 				}
@@ -295,10 +321,14 @@ func (c *trackedConn) take(b []byte, n int, err error) (taken, retry bool) {
 			c.mu.Lock()
 		}
 	}
-	// Not taken: not again in this quiet spell.
+	// Not taken: not again in this quiet spell (unless starved).
 	for {
 		w = c.state.Load()
-		if c.state.CompareAndSwap(w, w&^takeBit|spoilBit) {
+		nw := w &^ takeBit
+		if spoil {
+			nw |= spoilBit
+		}
+		if c.state.CompareAndSwap(w, nw) {
 			break
 		}
 	}
@@ -381,6 +411,21 @@ func (t *tracker) startHandOff(out chan<- handedConn) {
 func (t *tracker) stopHandOff() {
 	if old := t.ho.Swap(nil); old != nil {
 		old.end()
+	}
+}
+
+// retake asks again for the connections whose take found no descriptor
+// free: called once descriptors of handed connections are closed.
+func (t *tracker) retake() {
+	st := t.ho.Load()
+	if st == nil || !st.starved.CompareAndSwap(true, false) {
+		return
+	}
+	t.mu.Lock()
+	all := slices.Collect(maps.Keys(t.conns))
+	t.mu.Unlock()
+	for _, c := range all {
+		c.poke()
 	}
 }
 
@@ -471,9 +516,7 @@ func (r *runner) adopt(h handedConn) error {
 		// Idle: net/http treats it as new, with ReadHeaderTimeout; keep the
 		// idle timeout until the first byte.
 		tc.in.pre, tc.in.waiting = nil, true
-		if d := idleTimeout(al.via.srv); d > 0 {
-			tc.in.idleDL = time.Now().Add(d)
-		}
+		tc.in.idleDL = idleDeadline(al.via.srv, h.idle)
 		nc.SetReadDeadline(tc.in.idleDL)
 	}
 	r.track.insert(tc)
@@ -484,6 +527,38 @@ func (r *runner) adopt(h handedConn) error {
 	h.file.Close()
 	r.track.adoptedN.Add(1)
 	return nil
+}
+
+// canAdopt reports why a connection accepted on key could not be adopted
+// now (nil if it could): no cleartext HTTP/1 server serves key, or its
+// server is closed.
+func (r *runner) canAdopt(key lnKey) error {
+	r.track.mu.Lock()
+	al := r.track.adopters[key]
+	r.track.mu.Unlock()
+	if al == nil {
+		return fmt.Errorf("graceful: adopting a connection: no cleartext HTTP/1 server serves %s %s", key.network, key.addr)
+	}
+	select {
+	case <-al.done:
+		return fmt.Errorf("graceful: adopting a connection: the server of %s %s is closed", key.network, key.addr)
+	default:
+		return nil
+	}
+}
+
+// idleDeadline is when a connection handed in idle is closed if no byte
+// comes: when its sender would have closed it, or after srv's idle
+// timeout, whichever comes first (zero: never).
+func idleDeadline(srv *http.Server, sender time.Time) time.Time {
+	var dl time.Time
+	if d := idleTimeout(srv); d > 0 {
+		dl = time.Now().Add(d)
+	}
+	if !sender.IsZero() && (dl.IsZero() || sender.Before(dl)) {
+		dl = sender
+	}
+	return dl
 }
 
 // idleTimeout is how long srv keeps an idle keep-alive connection.

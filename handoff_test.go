@@ -447,20 +447,14 @@ func TestHandoffRace(t *testing.T) {
 func TestHandoffDupFails(t *testing.T) {
 	require.NoError(t, handoffSupported())
 	a := hoRunner(t, "A", lnKey{}, nil, nil, nil)
-	a.track.dup = func(net.Conn) (*os.File, error) { return nil, syscall.EMFILE }
+	var tried atomic.Int64
+	a.track.dup = func(net.Conn) (*os.File, error) { tried.Add(1); return nil, syscall.EMFILE }
 	ch := forward(t, a, nil, nil)
 	cl := dialHO(t, a)
 	body, _ := cl.get(t, "/", "1")
 	assert.Equal(t, "A 1", body)
 	a.track.handOff(ch)
-	waitFor(t, "the take to be tried", func() bool {
-		a.track.mu.Lock()
-		defer a.track.mu.Unlock()
-		for c := range a.track.conns {
-			return c.state.Load()&spoilBit != 0
-		}
-		return false
-	})
+	waitFor(t, "the take to be tried", func() bool { return tried.Load() > 0 && !a.takeWaiting() })
 	body, _ = cl.get(t, "/", "2")
 	assert.Equal(t, "A 2", body)
 	assert.EqualValues(t, 0, a.track.handedN.Load())

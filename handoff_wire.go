@@ -25,8 +25,10 @@ import (
 //
 //	"hello"            I adopt connections: you may hand me yours
 //	"b <seq> <n>\n..."  a batch: n connections, their descriptors in
-//	                   SCM_RIGHTS, then for each "<network> <addr> <len>\n"
-//	                   (addr query-escaped) and len bytes already read
+//	                   SCM_RIGHTS, then for each "<network> <addr> <len> <ms>\n"
+//	                   (addr query-escaped; ms: how long the connection
+//	                   may stay idle yet, 0: no limit) and len bytes
+//	                   already read
 //	"ack <seq>"        batch seq received: its sender closes its copies
 //	"nak <seq>"        batch seq refused: its sender serves it again
 //	"none"             I will not adopt (a master that does not relay)
@@ -275,6 +277,20 @@ func (l *hoLink) receive(seq uint64, conns []handedConn) {
 	if hoTestDie != nil {
 		hoTestDie()
 	}
+	// Refuse, before the ack, a batch this process could not serve all of
+	// (a listener this release dropped, a server closed): once acked, a
+	// connection it cannot serve would be closed, its client's next
+	// request lost. Refused, its sender drains it as without hand-off.
+	for _, h := range conns {
+		if err := l.r.canAdopt(h.key); err != nil {
+			for _, h := range conns {
+				h.file.Close()
+			}
+			l.r.log.Warn("graceful: refused a batch of connections; its sender drains them", "from", l.peer, "err", err)
+			l.say("nak %d", seq)
+			return
+		}
+	}
 	// Ack first, before any of the connections is read: from now on they
 	// are this process's. (If the ack cannot be written the sender has
 	// closed its end, after which it takes nothing back.)
@@ -350,7 +366,6 @@ func (l *hoLink) sendLoop(out chan handedConn) {
 			select {
 			case h := <-out:
 				l.unsettled.Add(1)
-				l.received.Add(1)
 				l.received.Add(1)
 				if s := entrySize(h); size+s > hoMaxBytes {
 					l.send(batch, nil)
@@ -450,6 +465,7 @@ func (l *hoLink) resolve(seq uint64, ok bool) {
 	}
 	l.handedN.Add(int64(len(b.conns)))
 	l.unsettled.Add(-int64(len(b.conns)))
+	l.r.track.retake() // descriptors are free again
 }
 
 // fail settles a batch that did not reach the peer: a relayed one is
@@ -543,7 +559,11 @@ func encodeBatch(seq uint64, conns []handedConn) ([]byte, []int) {
 	fds := make([]int, len(conns))
 	for i, h := range conns {
 		fds[i] = rawFD(h.file)
-		fmt.Fprintf(&b, "%s %s %d\n", h.key.network, url.QueryEscape(h.key.addr), len(h.pre))
+		var idle int64 // no limit
+		if !h.idle.IsZero() {
+			idle = max(time.Until(h.idle).Milliseconds(), 1)
+		}
+		fmt.Fprintf(&b, "%s %s %d %d\n", h.key.network, url.QueryEscape(h.key.addr), len(h.pre), idle)
 		b.Write(h.pre)
 	}
 	return b.Bytes(), fds
@@ -559,7 +579,7 @@ func rawFD(f *os.File) int {
 	return fd
 }
 
-func entrySize(h handedConn) int { return len(h.key.network) + 3*len(h.key.addr) + 16 + len(h.pre) }
+func entrySize(h handedConn) int { return len(h.key.network) + 3*len(h.key.addr) + 40 + len(h.pre) }
 
 // decodeBatch parses a batch's entries and pairs them with fds. On error
 // the caller closes fds.
@@ -571,7 +591,7 @@ func decodeBatch(body []byte, fds []int, n int) ([]handedConn, error) {
 	for i := 0; i < n; i++ {
 		line, rest, ok := bytes.Cut(body, []byte("\n"))
 		f := strings.Fields(string(line))
-		if !ok || len(f) != 3 {
+		if !ok || len(f) != 3 && len(f) != 4 { // the idle limit may be missing
 			return nil, fmt.Errorf("entry %d malformed", i)
 		}
 		addr, err := url.QueryUnescape(f[1])
@@ -579,7 +599,17 @@ func decodeBatch(body []byte, fds []int, n int) ([]handedConn, error) {
 		if err != nil || err2 != nil || k < 0 || k > hoMaxPreLength || k > len(rest) {
 			return nil, fmt.Errorf("entry %d malformed", i)
 		}
-		conns = append(conns, handedConn{key: lnKey{f[0], addr}, pre: bytes.Clone(rest[:k])})
+		h := handedConn{key: lnKey{f[0], addr}, pre: bytes.Clone(rest[:k])}
+		if len(f) == 4 {
+			ms, err := strconv.ParseInt(f[3], 10, 64)
+			if err != nil || ms < 0 {
+				return nil, fmt.Errorf("entry %d malformed", i)
+			}
+			if ms > 0 {
+				h.idle = time.Now().Add(time.Duration(ms) * time.Millisecond)
+			}
+		}
+		conns = append(conns, h)
 		body = rest[k:]
 	}
 	for i := range conns {

@@ -7,6 +7,7 @@
 //	panic    panic before serving
 //	hang     never start serving
 //	sleep D  sleep for the duration D (such as "sleep 3s") before serving
+//	noadmin  do not serve TS_ADMIN (a release that drops a listener)
 //
 // Other variables: PORT, PIDFILE, TS_EVENTS (a file events are appended
 // to), TS_START_DELAY, TS_SHUTDOWN_TIMEOUT, TS_START_TIMEOUT,
@@ -16,7 +17,8 @@
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
 // for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
 // (serve with the package-level ListenAndServe instead of a Server),
-// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_NO_HANDOFF
+// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_IDLE_TIMEOUT,
+// TS_READ_TIMEOUT, TS_READ_HEADER_TIMEOUT (the http.Server's), TS_NO_HANDOFF
 // (non-empty: NoHandOff), TS_WRAP (serve through a listener wrapper that
 // has no socket of its own, given to Serve). /readyz is the
 // ReadinessHandler. The mode "slow" sleeps a second before serving; the
@@ -120,14 +122,19 @@ func main() {
 		NoHandOff:         os.Getenv("TS_NO_HANDOFF") != "",
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("TS_WORKERS"))
+	srv.IdleTimeout = dur("TS_IDLE_TIMEOUT")
+	srv.ReadTimeout = dur("TS_READ_TIMEOUT")
+	srv.ReadHeaderTimeout = dur("TS_READ_HEADER_TIMEOUT")
 	srv.OnWorkerBoot(func() { event("boot") })
 	srv.OnWorkerShutdown(func() { event("worker shutdown inflight=%d", inflight.Load()) })
 	if p := os.Getenv("TS_UNIX"); p != "" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: "unix:" + p, Handler: routes(srv.Restart, srv.ReadinessHandler())})
 	}
-	if a := os.Getenv("TS_ADMIN"); a != "" {
+	if a := os.Getenv("TS_ADMIN"); a != "" && mode != "noadmin" {
 		srv.Extra = append(srv.Extra, &http.Server{Addr: a, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Pid", pid)
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			time.Sleep(time.Duration(ms) * time.Millisecond)
 			fmt.Fprintln(w, "admin")
 		})})
 	}
