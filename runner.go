@@ -197,11 +197,15 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	}
 	r.handleSignals(notifySignals)
 	defer stopSignals(r.sigs)
+	handingOver := r.inh.ctrl != nil
 	serving, err := r.takeOver()
 	if err != nil {
 		return fail(err)
 	}
 	r.serve()
+	if err := r.servicesAccepting(); err != nil && handingOver { // service.go: a Serve that returned at once
+		return fail(err)
+	}
 	serving()
 	r.notify.ready("")
 	r.stopGraceParent()

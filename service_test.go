@@ -285,3 +285,29 @@ func TestBadServiceSuccessor(t *testing.T) {
 	waitServedBy(t, s, next)
 	stop(t, s)
 }
+
+// TestServiceServeReturnsInSuccessor: a successor whose service's Serve
+// returns at once (it serves nothing) must not take over: before, it told
+// its predecessor it served, the predecessor retired, and the successor
+// then stopped, leaving nothing serving. Now the restart fails and the old
+// process serves on.
+func TestServiceServeReturnsInSuccessor(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_MODE_FILE="+mode)
+	pid := s.PID()
+	require.NoError(t, os.WriteFile(mode, []byte("servenil"), 0o644))
+	_, err := s.Signal(syscall.SIGUSR2)
+	require.NoError(t, err)
+	waitOutput(t, s, "restart failed")
+	assert.Contains(t, s.Output.String(), `service "servenil"`)
+	assert.NotContains(t, s.Output.String(), "handed over")
+	assert.Equal(t, pid, s.PID())
+	_, got, _ := get(t, "tcp", s.Addr(), "/")
+	assert.Equal(t, strconv.Itoa(pid), got, "the old process serves on")
+	require.NoError(t, os.WriteFile(mode, nil, 0o644))
+	_, next, err := s.Restart(15 * time.Second)
+	require.NoError(t, err)
+	waitServedBy(t, s, next)
+	stop(t, s)
+}

@@ -20,7 +20,8 @@
 // through a listener wrapper that has no socket of its own, given to
 // Serve). /readyz is the ReadinessHandler. The mode "slow" sleeps a second
 // before serving; the mode "badwrap" adds a service whose listener wraps a
-// socket that did not come from graceful.Listen, which fails the start.
+// socket that did not come from graceful.Listen, which fails the start;
+// the mode "servenil" adds a service whose Serve returns at once.
 package main
 
 import (
@@ -165,6 +166,9 @@ func main() {
 			log.Fatal(err)
 		}
 		srv.AddService(&graceful.Service{Name: "badwrap", Listener: wrapped{l}, Serve: func(l net.Listener) error { select {} }})
+	}
+	if mode == "servenil" {
+		srv.AddService(&graceful.Service{Name: "servenil", Addr: "127.0.0.1:0", Serve: func(net.Listener) error { return nil }})
 	}
 	event("serving")
 	var err error
