@@ -227,7 +227,7 @@ func (s *Server) begin() error {
 }
 
 // checkAddrs fails, before anything is listened on, when two servers (the
-// main one, Extra, services) ask for the same address, or one of the
+// main one, Extra, services, the control socket) ask for the same address, or one of the
 // services registered is unusable.
 func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 	s := r.s
@@ -257,6 +257,10 @@ func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 		if x != nil {
 			add(fmt.Sprintf("Extra[%d]", i), "tcp", x.Addr)
 		}
+	}
+	if r.control != "" {
+		// The control socket is a Unix socket like any other.
+		add("the control socket", "unix", r.control)
 	}
 	for _, svc := range s.services {
 		what := fmt.Sprintf("service %q", svc.label())
