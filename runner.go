@@ -203,7 +203,7 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 		return fail(err)
 	}
 	r.serve()
-	if err := r.servicesAccepting(); err != nil && handingOver { // service.go: a Serve that returned at once
+	if err := r.servicesStarted(); err != nil && handingOver { // service.go: a Serve that returned at once
 		return fail(err)
 	}
 	serving()

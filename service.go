@@ -169,49 +169,38 @@ type ServiceStatus struct {
 
 // serviceRun is a run's state of its services.
 type serviceRun struct {
-	stopping  atomic.Int32    // GracefulStop calls that have not returned
-	pending   sync.Map        // *Service -> struct{}: GracefulStop not returned
-	accepting []chan struct{} // one a service: closed when its Serve first calls Accept
+	stopping atomic.Int32 // GracefulStop calls that have not returned
+	pending  sync.Map     // *Service -> struct{}: GracefulStop not returned
 }
 
-// serviceAcceptWait bounds how long a new process waits for every
-// service's Serve to call Accept before it says it serves.
-const serviceAcceptWait = 3 * time.Second
+// serviceStartGrace is how long a new process with services waits, once
+// serving began, before it tells its predecessor that it serves: a Serve
+// that fails at once (it serves nothing) returns within it.
+const serviceStartGrace = 100 * time.Millisecond
 
-// acceptWatch is the listener a service's Serve is given: it tells, on the
-// first call of Accept, that Serve has started accepting.
-type acceptWatch struct {
-	net.Listener
-	once sync.Once
-	ch   chan struct{}
-}
-
-func (w *acceptWatch) Accept() (net.Conn, error) {
-	w.once.Do(func() { close(w.ch) })
-	return w.Listener.Accept()
-}
-
-// servicesAccepting waits, after serving began and before a successor
-// tells its predecessor that it serves, until every service's Serve has
-// called Accept. It returns the error of a Serve that returned first (it
-// serves nothing), which fails a successor's start, so that the
-// predecessor serves on instead of retiring in favour of a process about
-// to stop; the error is left for the loop too. A Serve slower than
-// serviceAcceptWait is let be.
-func (r *runner) servicesAccepting() error {
-	timeout := time.NewTimer(serviceAcceptWait)
-	defer timeout.Stop()
-	for _, ch := range r.svcs.accepting {
-		select {
-		case <-ch:
-		case err := <-r.serveErr:
-			r.serveErr <- err // the loop's, if the start goes on
-			return err
-		case <-timeout.C:
-			return nil
-		}
+// servicesStarted waits serviceStartGrace, if the run has services, and
+// returns the error of a Serve that returned meanwhile, which fails a
+// successor's start: its predecessor then serves on instead of retiring
+// in favour of a process about to stop. The error is left for the loop
+// too. The listener Serve is given is left as it is (no wrapper to watch
+// its Accept), so a Serve may still assert its type.
+func (r *runner) servicesStarted() error {
+	has := false
+	for _, sv := range r.served {
+		has = has || sv.svc != nil
 	}
-	return nil
+	if !has {
+		return nil
+	}
+	t := time.NewTimer(serviceStartGrace)
+	defer t.Stop()
+	select {
+	case err := <-r.serveErr:
+		r.serveErr <- err // the loop's, if the start goes on
+		return err
+	case <-t.C:
+		return nil
+	}
 }
 
 // begin marks s as serving: no service may be added any more. It fails for
@@ -414,10 +403,8 @@ func (sv *served) listener() net.Listener {
 // serveService starts serving sv's service. As for HTTP, Serve's return
 // while the process is not draining fails the server.
 func (r *runner) serveService(sv *served) {
-	w := &acceptWatch{Listener: sv.listener(), ch: make(chan struct{})}
-	r.svcs.accepting = append(r.svcs.accepting, w.ch)
 	go func() {
-		err := sv.svc.Serve(w)
+		err := sv.svc.Serve(sv.listener())
 		if err == nil {
 			err = errors.New("Serve returned")
 		}
