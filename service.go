@@ -171,6 +171,7 @@ type ServiceStatus struct {
 type serviceRun struct {
 	stopping atomic.Int32 // GracefulStop calls that have not returned
 	pending  sync.Map     // *Service -> struct{}: GracefulStop not returned
+	started  bool         // serveServicesFirst started them
 }
 
 // serviceStartGrace is how long a new process with services waits, once
@@ -178,17 +179,25 @@ type serviceRun struct {
 // that fails at once (it serves nothing) returns within it.
 const serviceStartGrace = 100 * time.Millisecond
 
-// servicesStarted waits serviceStartGrace, if the run has services, and
-// returns the error of a Serve that returned meanwhile, which fails a
-// successor's start: its predecessor then serves on instead of retiring
-// in favour of a process about to stop. The error is left for the loop
-// too. The listener Serve is given is left as it is (no wrapper to watch
-// its Accept), so a Serve may still assert its type.
-func (r *runner) servicesStarted() error {
+// serveServicesFirst starts serving the services, before the HTTP
+// servers, in a successor: it waits serviceStartGrace, if there are
+// services, and returns the error of a Serve that returned meanwhile,
+// which fails the successor's start: its predecessor then serves on
+// instead of retiring in favour of a process about to stop, and no HTTP
+// connection was accepted here to be lost. The listener Serve is given is
+// left as it is (no wrapper to watch its Accept), so a Serve may still
+// assert its type.
+func (r *runner) serveServicesFirst() error {
+	r.serveErr = make(chan error, len(r.served))
+	r.serving = len(r.served)
 	has := false
 	for _, sv := range r.served {
-		has = has || sv.svc != nil
+		if sv.svc != nil {
+			r.serveService(sv)
+			has = true
+		}
 	}
+	r.svcs.started = true
 	if !has {
 		return nil
 	}
@@ -196,7 +205,7 @@ func (r *runner) servicesStarted() error {
 	defer t.Stop()
 	select {
 	case err := <-r.serveErr:
-		r.serveErr <- err // the loop's, if the start goes on
+		r.serveErr <- err // the loop's, had the start gone on
 		return err
 	case <-t.C:
 		return nil
