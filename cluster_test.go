@@ -84,7 +84,8 @@ func TestPhasedRestartUnderLoad(t *testing.T) {
 	_, server := binaries(t)
 	for _, n := range []int{2, 1} {
 		t.Run(fmt.Sprintf("workers=%d", n), func(t *testing.T) {
-			s := start(t, server, "TS_WORKERS="+strconv.Itoa(n), "TS_DRAIN_IDLE=200ms")
+			// The drain as it is without hand-off: TestHandOff* cover hand-off.
+			s := start(t, server, "TS_WORKERS="+strconv.Itoa(n), "TS_DRAIN_IDLE=200ms", "TS_NO_HANDOFF=1")
 			master := s.PID()
 			waitAllGen(t, s, 0)
 			fdsBefore, err := proc.FDCount(master)

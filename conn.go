@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,13 @@ type tracker struct {
 	shadows []*http.Server // hold the HTTP/2 state of the served servers; see http2.go
 
 	draining atomic.Bool // the drain has begun: HTTP/2 connections get a GOAWAY
+
+	// Connection hand-off (handoff.go).
+	ho       atomic.Pointer[handoffState]     // non-nil while connections are handed off
+	handedN  atomic.Int64                     // connections handed off
+	adoptedN atomic.Int64                     // connections adopted
+	adopters map[lnKey]*adoptListener         // under mu
+	dup      func(net.Conn) (*os.File, error) // nil: dupConn; the self-check's stand-in
 }
 
 func newTracker() *tracker {
@@ -36,6 +44,11 @@ type trackedConn struct {
 	t     *tracker
 	state atomic.Uint64
 	once  sync.Once
+
+	// For hand-off (handoff.go): what it needs to know of its server, and
+	// its reads and read deadlines.
+	via *handVia
+	handFields
 }
 
 // The state word's flags.
@@ -54,8 +67,13 @@ const (
 	// toldBit: the drain has sent this HTTP/2 connection a GOAWAY. Kept
 	// across changes.
 	toldBit = 1 << 10
+	// armBit, spoilBit, takeBit: the hand-off's view of where net/http is
+	// (handoff.go). Cleared by every state change.
+	armBit   = 1 << 11
+	spoilBit = 1 << 12
+	takeBit  = 1 << 13
 	// countShift: the count of state changes starts here.
-	countShift = 11
+	countShift = 14
 )
 
 // quiet reports whether w is a state in which net/http is waiting for a
@@ -65,12 +83,19 @@ func quiet(w uint64) bool {
 	return s == http.StateNew || s == http.StateIdle
 }
 
-func (t *tracker) add(c net.Conn) *trackedConn {
-	tc := &trackedConn{Conn: c, t: t}
+func (t *tracker) add(c net.Conn) *trackedConn { return t.addVia(c, nil) }
+
+// addVia tracks c, accepted by (or handed in to) the server via describes,
+// and, while connections are handed off, takes it at once (handoff.go).
+func (t *tracker) addVia(c net.Conn, via *handVia) *trackedConn {
+	tc := &trackedConn{Conn: c, t: t, via: via}
 	tc.state.Store(uint64(http.StateNew))
 	t.mu.Lock()
 	t.conns[tc] = struct{}{}
 	t.mu.Unlock()
+	if via != nil && t.ho.Load() != nil {
+		tc.poke()
+	}
 	return tc
 }
 
@@ -88,16 +113,31 @@ func (c *trackedConn) Close() error {
 // Read reads from the connection and, if bytes arrive while net/http waits
 // for a request, marks the connection as in flight. The first read of a
 // quiet spell costs a compare-and-swap on the connection's own word; any
-// other read, one atomic load.
+// other read, one atomic load. It also remembers the last bytes read, and
+// is where a connection is taken from net/http to be handed off
+// (handoff.go).
 func (c *trackedConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	for n > 0 {
+	n, err := c.read(b)
+	for {
 		w := c.state.Load()
-		if w&readBit != 0 || !quiet(w) || c.state.CompareAndSwap(w, w|readBit) {
-			break
+		if w&takeBit == 0 {
+			if n == 0 || w&readBit != 0 || !quiet(w) || c.state.CompareAndSwap(w, w|readBit) {
+				if n > 0 && c.via != nil && http.ConnState(w&stateMask) != http.StateHijacked {
+					c.remember(b[:n])
+				}
+				return n, err
+			}
+			continue
+		}
+		// The hand-off asked for the connection (handoff.go).
+		taken, retry := c.take(b, n, err)
+		if taken {
+			return 0, io.EOF
+		}
+		if retry {
+			n, err = c.read(b)
 		}
 	}
-	return n, err
 }
 
 // setFlag sets flag in the state word and reports whether it was clear.
@@ -131,11 +171,20 @@ func (c *trackedConn) CloseWrite() error {
 }
 
 // setState records s, clears readBit, counts the change and returns the
-// new word.
+// new word. net/http's first report, StateNew, finds the connection New
+// already and changes nothing: a hand-off's poke of a connection just
+// accepted (its takeBit, with the read deadline in the past) must survive
+// it, for net/http reads a new connection without setting a deadline first
+// (unless ReadHeaderTimeout is set), and a timeout that Read does not
+// recognise as a poke makes net/http close the connection unanswered.
 func (c *trackedConn) setState(s http.ConnState) uint64 {
 	for {
 		old := c.state.Load()
-		w := (old>>countShift+1)<<countShift | old&(h2Bit|toldBit) | uint64(s)
+		keep := uint64(h2Bit | toldBit)
+		if s == http.StateNew && http.ConnState(old&stateMask) == http.StateNew {
+			keep = 1<<countShift - 1 - stateMask
+		}
+		w := (old>>countShift+1)<<countShift | old&keep | uint64(s)
 		if c.state.CompareAndSwap(old, w) {
 			return w
 		}
@@ -221,7 +270,8 @@ func (t *tracker) closeAll() {
 // trackedListener hands out trackedConns.
 type trackedListener struct {
 	net.Listener
-	t *tracker
+	t   *tracker
+	via *handVia // nil: its connections are never handed off
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -229,7 +279,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.t.add(c), nil
+	return l.t.addVia(c, l.via), nil
 }
 
 // count returns how many connections are open.

@@ -28,6 +28,7 @@ type drainer struct {
 // startDrain stops accepting and begins the drain. final says no successor
 // holds the listening sockets, so Unix socket files are removed.
 func (r *runner) startDrain(final bool) {
+	r.handOffBegin() // before "Connection: close" and closing: handoff_proc.go
 	r.state = stateDraining
 	r.draining.Store(true)
 	close(r.drainCh)
@@ -75,7 +76,7 @@ func (d *drainer) sweep() {
 	if d.r.serving > 0 {
 		return
 	}
-	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 && d.r.servicesStopped() {
+	if d.r.track.sweep(d.marks, d.i, d.grace) == 0 && d.r.servicesStopped() && d.r.handOffSettled() {
 		d.finish()
 	}
 }
@@ -105,6 +106,7 @@ func (d *drainer) finish() {
 	d.over = true
 	d.ticker.Stop()
 	d.timer.Stop()
+	d.r.handOffEnd()
 	for _, sv := range d.r.served {
 		if sv.srv == nil {
 			continue // a service

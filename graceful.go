@@ -177,6 +177,14 @@ type Server struct {
 	// signals themselves, e.g. with signal.NotifyContext.
 	NoSignals bool
 
+	// NoHandOff, if set, turns connection hand-off off: at a restart, idle
+	// keep-alive connections are closed (and busy ones told
+	// "Connection: close") as before, instead of being passed, open, to
+	// the process that takes over. Hand-off is on by default; it applies
+	// to cleartext HTTP/1.1 connections, in a hot restart of a single
+	// process and in a phased restart of a cluster (see handoff_proc.go).
+	NoHandOff bool
+
 	mu            sync.Mutex
 	hooks         []func()
 	bootHooks     []func()

@@ -25,6 +25,7 @@ type inheritDesc struct {
 	PPID      int           // the predecessor's PID
 	Ctrl      int           // socket pair end for ready / go
 	Stderr    int           // the predecessor's own stderr
+	HandOff   int           // hand-off socket (connections passed open); 0: none
 	Listeners []inheritedLn // listening sockets
 	Restarts  int           // hot restarts behind the successor
 	// Base is the directory relative paths of the configuration are
@@ -66,6 +67,7 @@ func (d *inheritDesc) numbers() []numField {
 		{"ppid", &d.PPID, 1, 1 << 30, true},
 		{"ctrl", &d.Ctrl, 1, maxInheritFD, true},
 		{"stderr", &d.Stderr, 1, maxInheritFD, true},
+		{"ho", &d.HandOff, 1, maxInheritFD, false},
 		{"n", &d.Restarts, 1, 1 << 30, false},
 		{"st", &d.StartTimeout, 1, 1 << 30, false},
 		{"hf", &d.HotFailed, 1, 1 << 30, false},
@@ -103,7 +105,7 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	for k, vs := range v {
 		switch k {
-		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n", "wd", "st", "hf", "po", "pf", "rs":
+		case "v", "ppid", "ctrl", "stderr", "w", "gen", "hb", "n", "wd", "st", "hf", "po", "pf", "rs", "ho":
 			if len(vs) != 1 {
 				return nil, fmt.Errorf("field %q given %d times", k, len(vs))
 			}
@@ -148,6 +150,11 @@ func parseInherit(s string) (*inheritDesc, error) {
 	}
 	if err := claim(d.Stderr, "stderr"); err != nil {
 		return nil, err
+	}
+	if d.HandOff > 0 {
+		if err := claim(d.HandOff, "ho"); err != nil {
+			return nil, err
+		}
 	}
 	ls := v["l"]
 	if len(ls) > maxListeners {

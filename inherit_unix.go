@@ -56,6 +56,15 @@ func loadInheritance() (*inheritance, error) {
 	}
 	in.ctrl = os.NewFile(uintptr(d.Ctrl), "graceful-ctrl")
 	in.errfd = os.NewFile(uintptr(d.Stderr), "graceful-stderr")
+	if d.HandOff > 0 {
+		// Hand-off (handoff_proc.go): a socket that is not one is
+		// ignored, never fatal: connections are then drained as before.
+		if checkSocket(d.HandOff) == nil {
+			in.ho = os.NewFile(uintptr(d.HandOff), "graceful-handoff")
+		} else {
+			unix.Close(d.HandOff)
+		}
+	}
 	return in, nil
 }
 
@@ -116,7 +125,11 @@ func (d *inheritDesc) fds() []int {
 	for _, l := range d.Listeners {
 		fds = append(fds, l.FD)
 	}
-	return append(fds, d.Ctrl, d.Stderr)
+	fds = append(fds, d.Ctrl, d.Stderr)
+	if d.HandOff > 0 {
+		fds = append(fds, d.HandOff)
+	}
+	return fds
 }
 
 func checkSocket(fd int) error {

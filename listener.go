@@ -94,6 +94,7 @@ type inheritance struct {
 	stale string       // why a description found in the environment was ignored
 	ctrl  *os.File     // socket pair end to the predecessor: ready / go
 	errfd *os.File     // the predecessor's stderr, to take over once ready
+	ho    *os.File     // hand-off socket to the predecessor or master, if passed
 
 	graceParent int // a facebookgo/grace predecessor to stop once serving
 

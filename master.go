@@ -258,6 +258,7 @@ func (m *master) start(id, gen int, rel release) *worker {
 		case <-time.After(time.Second):
 		}
 		p.ctrl.Close()
+		p.ho.close()
 		<-beats
 		m.events <- masterEvent{w: w, kind: evExit, err: p.err}
 	}()
@@ -311,6 +312,7 @@ func (m *master) drain(w *worker, order msgKind) {
 		w.p.abort()
 		return
 	}
+	m.noRelay(w) // before the order: handoff_proc.go
 	w.p.tell(order)
 }
 

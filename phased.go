@@ -56,6 +56,8 @@ func (m *master) startPhase(done chan error) {
 		return
 	}
 	m.begun++
+	r.hand.handed.Store(0) // this phase's hand-off counts (handoff_proc.go)
+	r.hand.closed.Store(0)
 	m.phase = &phase{gen: m.begun, rel: rel, started: time.Now()}
 	if done != nil {
 		m.phase.waiters = append(m.phase.waiters, done)
@@ -105,6 +107,7 @@ func (m *master) phaseReady(w *worker) {
 		m.sendGo(w)
 	}
 	if old != nil {
+		m.relayHandOff(old, w) // its connections go to w (handoff_proc.go)
 		m.drain(old, msgReplace)
 	}
 	m.advance()

@@ -92,6 +92,7 @@ func (h *hotRestart) settle(err error) *successor {
 	}
 	h.succ, h.told = nil, false
 	if err != nil {
+		succ.ho.close()
 		if told {
 			h.r.takeBack()
 		}
@@ -188,7 +189,8 @@ type successor struct {
 	exited chan struct{} // closed once the process is reaped
 	copied chan struct{} // closed once its captured stderr reached EOF
 	tail   *tail
-	err    error // the process's exit, valid once exited is closed
+	err    error   // the process's exit, valid once exited is closed
+	ho     *hoLink // the hand-off socket to it (handoff_proc.go); nil if none
 }
 
 func (s *successor) pid() int { return s.pidN }
@@ -265,9 +267,14 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 			f.Close()
 		}
 	}()
+	// The hand-off socket (handoff_proc.go), if connections may be
+	// passed to this child: nil otherwise.
+	hoOurs, hoTheirs := r.handOffPair(sp)
+	defer hoTheirs.Close()
 	fail := func(err error) (*successor, error) {
 		ours.Close()
 		errR.Close()
+		hoOurs.Close()
 		return nil, err
 	}
 	pass := func(l net.Listener, key lnKey) error {
@@ -291,6 +298,9 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	}
 	desc.Ctrl = 3 + len(files)
 	desc.Stderr = desc.Ctrl + 1
+	if hoTheirs != nil {
+		desc.HandOff = desc.Stderr + 1
+	}
 
 	cmd := exec.Command(sp.rel.exe, os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
@@ -301,6 +311,9 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 	cmd.Env = append(environWithout(drop...), add...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, errW
 	cmd.ExtraFiles = append(append([]*os.File{}, files...), theirs, r.realStderr())
+	if hoTheirs != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, hoTheirs)
+	}
 	if err := sp.rel.start(cmd); err != nil {
 		return fail(fmt.Errorf("start %s: %w", sp.rel.exe, err))
 	}
@@ -316,6 +329,7 @@ func (r *runner) spawn(sp spawnSpec) (*successor, error) {
 		rel:    sp.rel,
 		role:   role,
 	}
+	s.ho = newHOLink(r, hoOurs, fmt.Sprint(role, " ", s.pidN))
 	go func() {
 		s.err = cmd.Wait()
 		close(s.exited)
@@ -382,6 +396,7 @@ func (s *successor) watch(timeout time.Duration) {
 		fail = fmt.Errorf("%s %d was not ready within %s and was killed%s", s.role, s.pid(), timeout, s.output())
 	}
 	s.ctrl.Close()
+	s.ho.close()
 	s.result <- fail
 }
 
@@ -418,6 +433,7 @@ func (s *successor) kill() {
 // abort kills a successor that has not been told to go.
 func (s *successor) abort() {
 	s.ctrl.Close()
+	s.ho.close()
 	s.kill()
 }
 

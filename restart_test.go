@@ -262,10 +262,11 @@ func TestHotRestartUnderLoad(t *testing.T) {
 	assert.GreaterOrEqual(t, during, 2000, "requests served during the restarts")
 	assert.Len(t, pids, 21)
 	assert.GreaterOrEqual(t, len(res.PIDs()), 10, "the load was served by successive processes")
-	assert.GreaterOrEqual(t, drainAnnounced(res), 20, "responses during the drains said Connection: close")
-	// Idle connections of a draining process were used after a pause,
-	// well inside DrainIdleTimeout, and answered.
-	assert.GreaterOrEqual(t, idleSurvived(res, 100*time.Millisecond), 5, "idle connections used during a drain")
+	// Keep-alive connections were handed to the successors (handoff.go),
+	// not closed: without hand-off, each of the 14 keep-alive clients
+	// dials again at nearly every one of the 20 restarts.
+	redials := res.Count(func(sm loadgen.Sample) bool { return !sm.Fresh && !sm.Reused }) - 14
+	assert.Less(t, redials, 14*20/4, "keep-alive clients dialled again (%d responses said Connection: close)", drainAnnounced(res))
 	// Slow requests were in flight at the signals, and all completed.
 	spanning := 0
 	for _, sm := range res.Samples {
@@ -276,8 +277,8 @@ func TestHotRestartUnderLoad(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, spanning, 20, "slow requests in flight across a signal")
-	t.Logf("%d requests (%d during the restarts, %s), %d failed, %d slow requests across a signal, %d drain-announced, %d idle survived, longest gap %s",
-		res.Requests(), during, restarts.To.Sub(restarts.From).Round(time.Millisecond), res.Failed(), spanning, drainAnnounced(res), idleSurvived(res, 100*time.Millisecond), res.LongestGap())
+	t.Logf("%d requests (%d during the restarts, %s), %d failed, %d slow requests across a signal, %d drain-announced, %d keep-alive redials, longest gap %s",
+		res.Requests(), during, restarts.To.Sub(restarts.From).Round(time.Millisecond), res.Failed(), spanning, drainAnnounced(res), redials, res.LongestGap())
 	assert.Less(t, res.LongestGap(), 500*time.Millisecond, "the service stalled")
 }
 
@@ -539,7 +540,8 @@ func TestMultipleListeners(t *testing.T) {
 	adminPort, err := proc.FreePort()
 	require.NoError(t, err)
 	admin := "127.0.0.1:" + strconv.Itoa(adminPort)
-	s := start(t, server, "TS_UNIX="+sock, "TS_ADMIN="+admin)
+	// The drain as it is without hand-off: TestHandOff* cover hand-off.
+	s := start(t, server, "TS_UNIX="+sock, "TS_ADMIN="+admin, "TS_NO_HANDOFF=1")
 	// The test server's DrainIdleTimeout is the default, a second.
 	tcpLoad := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 2, Fresh: 1, Idle: 2, IdleGap: graceful.DefaultDrainIdleTimeout,
 		Check: checkBody, Duration: 60 * time.Second})

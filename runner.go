@@ -63,6 +63,7 @@ type runner struct {
 	fail    error        // why serving failed, if it did
 	link    *masterLink  // a worker's link to its master
 	hooks   []*[]func()  // hook lists to run once drained
+	hand    handOffState // connection hand-off (handoff_proc.go)
 
 	spawner func(spawnSpec) (*successor, error) // tests' fake children; nil: spawn
 
@@ -251,6 +252,7 @@ func (r *runner) takeOver() (serving func(), err error) {
 	}
 	return func() {
 		r.stateTakenOver() // before "serving": the predecessor then writes no more
+		r.handOffHello()   // before "serving": the predecessor's drain then sees it
 		ctrl.Write([]byte(message{kind: msgServing}.String() + "\n"))
 		ctrl.Close()
 		r.tookOver()
@@ -377,7 +379,9 @@ func (r *runner) serve() {
 			return context.WithValue(ctx, drainKey{}, r.drainCh)
 		}
 		r.track.setupHTTP2(srv)
-		tl := &trackedListener{Listener: sv.listener(), t: r.track}
+		// Connection hand-off (handoff.go): handed-in connections are
+		// served too, and accepted ones can be handed off.
+		tl := &trackedListener{Listener: sv.listener(), t: r.track, via: r.serveHandedIn(sv)}
 		go func(sv *served) {
 			var err error
 			if sv.useTLS {
@@ -392,12 +396,12 @@ func (r *runner) serve() {
 }
 
 // wrap counts h's requests and, during a drain, asks clients to close
-// their connections.
+// their connections, unless the connection is handed off (handoff.go).
 func (r *runner) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.inflight.Add(1)
 		defer r.finish()
-		if r.draining.Load() {
+		if r.draining.Load() && !r.track.keepOpen(req) {
 			w.Header().Set("Connection", "close")
 		}
 		h.ServeHTTP(w, req)

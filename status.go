@@ -83,6 +83,17 @@ type Status struct {
 	// master stops) until the worker exited. 0 in single mode: a process
 	// that drains itself no longer answers.
 	LastDrainSeconds float64 `json:"last_drain_seconds"`
+
+	// ConnsHanded counts the keep-alive connections that the last restart
+	// passed, open, to the processes that took over (connection
+	// hand-off): in a process started by a hot restart, those its
+	// predecessor handed it; in a master, those the workers replaced in
+	// its last phased restart handed to their replacements.
+	ConnsHanded int64 `json:"conns_handed"`
+	// ConnsClosed counts, likewise, the connections of the processes
+	// replaced that ended instead of being handed: closed by the drain
+	// (TLS, HTTP/2, hijacked, hand-off off or failed) or by the client.
+	ConnsClosed int64 `json:"conns_closed"`
 }
 
 // WorkerStatus is one worker of a cluster as its master sees it. Request
@@ -166,6 +177,7 @@ func (r *runner) snapshot(state string) *Status {
 		st.LastRestart = &c
 	}
 	r.fillCounts(st)
+	r.fillHandOff(st)
 	return st
 }
 

@@ -41,6 +41,7 @@ func (r *runner) runWorker() error {
 	r.link = l
 	r.hooks = []*[]func(){&r.s.workerHooks}
 	r.serve()
+	r.handOffHello()
 	return r.loop()
 }
 
@@ -105,6 +106,7 @@ func (r *runner) order(m message, ok bool) {
 	case ok && m.kind == msgReplace:
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", true)
 		r.hooks = []*[]func(){&r.s.hooks, &r.s.workerHooks}
+		r.hand.replace = true // hand connections to the replacement (handoff_proc.go)
 		r.drainNow()
 	case !ok || m.kind == msgDrain:
 		r.log.Info("graceful: worker draining", "pid", os.Getpid(), "replaced", false)

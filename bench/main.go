@@ -82,9 +82,13 @@ type restarts struct {
 	LongestGap     float64        `json:"longest_gap_ms"`
 	DrainMedian    float64        `json:"restart_done_median_ms"`
 	PerWorker      float64        `json:"per_worker_replaced_median_ms,omitempty"`
-	FDFirst        int            `json:"fds_first_process_idle"`
-	FDLast         int            `json:"fds_last_process_idle"`
-	Leftovers      int            `json:"leftover_processes"`
+	// NewDials counts the connections the keep-alive clients (POST and
+	// slow) opened after their first, per client and per restart: 1 when
+	// every restart closes every keep-alive connection, 0 when none does.
+	NewDials  float64 `json:"keepalive_new_dials_per_client_per_restart"`
+	FDFirst   int     `json:"fds_first_process_idle"`
+	FDLast    int     `json:"fds_last_process_idle"`
+	Leftovers int     `json:"leftover_processes"`
 }
 
 type report struct {
@@ -111,7 +115,7 @@ func main() {
 	flag.IntVar(&cfg.Fresh, "fresh", 2, "new-connection clients during restarts")
 	flag.IntVar(&cfg.SlowClients, "slowc", 2, "clients of slow requests during restarts")
 	tpOnly := flag.Bool("throughput", false, "run only the pinned throughput rounds")
-	flag.StringVar(&cfg.Only, "only", "", "run only the restart rows whose name contains this, and no throughput rounds")
+	flag.StringVar(&cfg.Only, "only", "", "run only the restart rows whose name contains this (or one of its |-separated parts), and no throughput rounds")
 	flag.Parse()
 	cfg.ThroughputOnly = *tpOnly
 	if *short {
@@ -167,8 +171,10 @@ func run(cfg config, out string, short bool) error {
 		{name: "facebookgo/grace gracehttp", bin: bins["gracehttp"], signal: "SIGUSR2", restart: hotRestart(true)},
 		{name: "cloudflare/tableflip", bin: bins["tableflip"], signal: "SIGUSR2", restart: hotRestart(true)},
 		{name: "graceful, single", bin: g, env: info, signal: "SIGUSR2", ours: true, restart: hotRestart(true)},
+		{name: "graceful, single, NoHandOff", bin: g, env: append(info, "NO_HANDOFF=1"), signal: "SIGUSR2", ours: true, restart: hotRestart(true)},
 		{name: "graceful, Workers 1, phased", bin: g, env: append(info, "WORKERS=1"), workers: 1, signal: "SIGUSR1", ours: true, restart: phasedRestart(1)},
 		{name: "graceful, Workers 2, phased", bin: g, env: append(info, "WORKERS=2"), workers: 2, signal: "SIGUSR1", ours: true, restart: phasedRestart(2)},
+		{name: "graceful, Workers 2, phased, NoHandOff", bin: g, env: append(info, "WORKERS=2", "NO_HANDOFF=1"), workers: 2, signal: "SIGUSR1", ours: true, restart: phasedRestart(2)},
 		{name: "graceful, Workers 4, phased", bin: g, env: append(info, "WORKERS=4"), workers: 4, signal: "SIGUSR1", ours: true, restart: phasedRestart(4)},
 		{name: "graceful, Workers 1, hot", bin: g, env: append(info, "WORKERS=1"), workers: 1, signal: "SIGUSR2", ours: true, restart: hotRestart(false)},
 		{name: "graceful, Workers 2, hot", bin: g, env: append(info, "WORKERS=2"), workers: 2, signal: "SIGUSR2", ours: true, restart: hotRestart(false)},
@@ -176,7 +182,7 @@ func run(cfg config, out string, short bool) error {
 	}
 	targets = append(targets, pumaTargets()...)
 	for _, t := range targets {
-		if short && !t.ours || !strings.Contains(t.name, cfg.Only) {
+		if short && !t.ours || !matches(t.name, cfg.Only) {
 			continue
 		}
 		r, err := measureRestarts(cfg, t, dir)
@@ -632,6 +638,9 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 	r.Leftovers = len(proc.Running(exe))
 
 	r.Requests, r.Failed, r.Failures = res.Requests(), res.Failed(), res.Failures()
+	for _, d := range res.FailureDetails(5) {
+		fmt.Fprintf(os.Stderr, "bench: %s: failed: %s\n", t.name, d)
+	}
 	var firstNew []time.Duration
 	for _, x := range rs {
 		if x.firstNew == nil {
@@ -659,6 +668,7 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 		return false
 	}
 	during := res.Latencies(inWindow)
+	spikes(t.name, res, rs2windows(rs, func(x restart) (time.Time, time.Time) { return x.signal, x.done }))
 	r.RestartP99, r.RestartMax = ms(loadgen.Quantile(during, 0.99)), ms(last(during))
 	for _, sm := range res.Samples {
 		if sm.Slow && sm.Fail == "" && inWindow(sm) {
@@ -666,11 +676,65 @@ func measureRestarts(cfg config, t target, dir string) (restarts, error) {
 		}
 	}
 	r.LongestGap = ms(res.LongestGap())
+	if ka := cfg.KeepAlive + cfg.SlowClients; ka > 0 && cfg.Restarts > 0 {
+		dials := res.Count(func(sm loadgen.Sample) bool { return !sm.Fresh && !sm.Reused })
+		r.NewDials = float64(max(dials-ka, 0)) / float64(ka*cfg.Restarts)
+	}
 	sortD(took)
 	r.DrainMedian = ms(loadgen.Quantile(took, 0.5))
 	sortD(perWorker)
 	r.PerWorker = ms(loadgen.Quantile(perWorker, 0.5))
 	return r, nil
+}
+
+// matches reports whether name contains one of the |-separated parts of
+// only.
+func matches(name, only string) bool {
+	for _, part := range strings.Split(only, "|") {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
+
+// rs2windows lists the restarts' windows.
+func rs2windows[T any](rs []T, span func(T) (time.Time, time.Time)) []loadgen.Window {
+	var ws []loadgen.Window
+	for _, x := range rs {
+		from, to := span(x)
+		ws = append(ws, loadgen.Window{From: from, To: to})
+	}
+	return ws
+}
+
+// spikes prints on stderr the slowest requests in the restarts' windows:
+// which client sent them, and when, from the signal, so that the latency
+// spike at a restart can be traced (the new process's start, a hand-off,
+// a new connection).
+func spikes(name string, res *loadgen.Result, ws []loadgen.Window) {
+	type hit struct {
+		s  loadgen.Sample
+		at time.Duration
+	}
+	var hits []hit
+	for _, sm := range res.Samples {
+		for _, w := range ws {
+			if sm.Fail == "" && !sm.Slow && w.In(sm) {
+				hits = append(hits, hit{sm, sm.Start.Sub(w.From)})
+				break
+			}
+		}
+	}
+	sort.Slice(hits, func(i, j int) bool { return hits[i].s.Latency > hits[j].s.Latency })
+	for _, h := range hits[:min(len(hits), 3)] {
+		kind := "keep-alive"
+		if h.s.Fresh {
+			kind = "new connection"
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s: slow in a restart: %s, %s, sent %s after the signal, reused %v, pid %s\n",
+			name, h.s.Latency.Round(10*time.Microsecond), kind, h.at.Round(100*time.Microsecond), h.s.Reused, h.s.PID)
+	}
 }
 
 // waitPhase waits for the master's log to say phase n completed, and
@@ -736,8 +800,8 @@ func markdown(rep report) string {
 	}
 	fmt.Fprintf(&b, "\n## Restarts under load\n\n")
 	fmt.Fprintf(&b, "Each row: %d restarts, 200 ms apart, under %d keep-alive POST clients that never retry, %d new-connection clients and %d clients of %d ms requests. Latencies in ms.\n\n", rep.Config.Restarts, rep.Config.KeepAlive, rep.Config.Fresh, rep.Config.SlowClients, rep.Config.SlowMS)
-	fmt.Fprintln(&b, "| server | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | all p50 / p99 / max | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | fds before / after | leftovers |")
-	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| server | signal | requests | failed | signal → new PID answers, median / max | restart done, median | per worker replaced | all p50 / p99 / max | steady p99 | during restarts p99 / max | max − steady p99 | slow requests' added latency, max | longest gap | new dials per keep-alive client per restart | fds before / after | leftovers |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rep.Restarts {
 		firstNew, per := "–", "–"
 		if r.FirstNewMax > 0 {
@@ -746,14 +810,15 @@ func markdown(rep report) string {
 		if r.PerWorker > 0 {
 			per = fmt.Sprintf("%.0f", r.PerWorker)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f / %.2f / %.0f | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | **%d** %s | %s | %.0f | %s | %.2f / %.2f / %.0f | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %.2f | %d / %d | %d |\n",
 			r.Name, r.Signal, r.Requests, r.Failed, kinds(r.Failures), firstNew, r.DrainMedian, per,
-			r.OverallP50, r.OverallP99, r.OverallMax, r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.FDFirst, r.FDLast, r.Leftovers)
+			r.OverallP50, r.OverallP99, r.OverallMax, r.SteadyP99, r.RestartP99, r.RestartMax, r.RestartMax-r.SteadyP99, r.SlowExtraMax, r.LongestGap, r.NewDials, r.FDFirst, r.FDLast, r.Leftovers)
 	}
+	fmt.Fprintln(&b, "\n\"new dials\" counts the connections the keep-alive clients (POST and slow) opened after their first one, per client and per restart: 1 when each restart ends each keep-alive connection, 0 when connection hand-off passes them all, open, to the new processes.")
+	fmt.Fprintln(&b, "\n\"restart done\" is, for a hot restart, the time until the old process (master and workers) has exited; for a phased restart, until the master reports the phase complete (every worker replaced, the last old one told to drain).")
 	if len(rep.GRPC) > 0 {
 		b.WriteString(grpcMarkdown(rep.GRPC, rep.Config.Restarts))
 	}
-	fmt.Fprintln(&b, "\n\"restart done\" is, for a hot restart, the time until the old process (master and workers) has exited; for a phased restart, until the master reports the phase complete (every worker replaced, the last old one told to drain).")
 	return b.String()
 }
 

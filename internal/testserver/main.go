@@ -16,14 +16,15 @@
 // TS_DIRECTORY, TS_TRIGGER (a FIFO: a line written to it asks the master
 // for a phased restart), TS_TLS_CERT and TS_TLS_KEY (serve TLS), TS_PKGFUNC
 // (serve with the package-level ListenAndServe instead of a Server),
-// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_WRAP (serve
-// through a listener wrapper that has no socket of its own, given to
-// Serve). /readyz is the ReadinessHandler. The mode "slow" sleeps a second
-// before serving; the mode "badwrap" adds a service whose listener wraps a
-// socket that did not come from graceful.Listen, which fails the start;
-// the mode "servenil" adds a service whose Serve returns at once.
-// TS_ZERO_SERVICES=N adds N services on 127.0.0.1:0, each of which writes
-// "NAME PID" on every connection and closes it.
+// TS_CONTROL (the control socket), TS_SHUTDOWN_DELAY, TS_NO_HANDOFF
+// (non-empty: NoHandOff), TS_WRAP (serve through a listener wrapper that
+// has no socket of its own, given to Serve). /readyz is the
+// ReadinessHandler. The mode "slow" sleeps a second before serving; the
+// mode "badwrap" adds a service whose listener wraps a socket that did not
+// come from graceful.Listen, which fails the start; the mode "servenil"
+// adds a service whose Serve returns at once. TS_ZERO_SERVICES=N adds N
+// services on 127.0.0.1:0, each of which writes "NAME PID" on every
+// connection and closes it.
 package main
 
 import (
@@ -119,6 +120,7 @@ func main() {
 		Directory:         os.Getenv("TS_DIRECTORY"),
 		Control:           os.Getenv("TS_CONTROL"),
 		ShutdownDelay:     dur("TS_SHUTDOWN_DELAY"),
+		NoHandOff:         os.Getenv("TS_NO_HANDOFF") != "",
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("TS_WORKERS"))
 	srv.OnWorkerBoot(func() { event("boot") })

@@ -1,6 +1,7 @@
 // Command graceful serves the benchmark application with graceful: in
 // single mode, or with $WORKERS worker processes. $GRACEFUL_LOG=info shows
-// the library's progress messages (warnings only by default).
+// the library's progress messages (warnings only by default); $NO_HANDOFF
+// (non-empty) turns connection hand-off off.
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
 	srv.Workers, _ = strconv.Atoi(os.Getenv("WORKERS"))
+	srv.NoHandOff = os.Getenv("NO_HANDOFF") != ""
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		log.Fatal(err)
 	}

@@ -1,0 +1,5 @@
+//go:build race
+
+package graceful
+
+const raceOn = true
