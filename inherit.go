@@ -183,7 +183,10 @@ func parseInherit(s string) (*inheritDesc, error) {
 		if err := claim(fd, "listener "+network+":"+addr); err != nil {
 			return nil, err
 		}
-		if keys[network+":"+addr] {
+		// Listeners asked for on port 0 (tcp:127.0.0.1:0) may be several,
+		// one a server: Listen hands them out in the order given, which is
+		// the order in which the predecessor's servers asked for them.
+		if keys[network+":"+addr] && !strings.HasSuffix(addr, ":0") {
 			return nil, fmt.Errorf("listener %s:%s given twice", network, addr)
 		}
 		keys[network+":"+addr] = true

@@ -198,9 +198,15 @@ func (s *Server) start(ctx context.Context, l net.Listener, useTLS bool, certFil
 	}
 	r.handleSignals(notifySignals)
 	defer stopSignals(r.sigs)
+	handingOver := r.inh.ctrl != nil
 	serving, err := r.takeOver()
 	if err != nil {
 		return fail(err)
+	}
+	if handingOver { // service.go: a successor whose service's Serve returns at once does not take over
+		if err := r.serveServicesFirst(); err != nil {
+			return fail(err)
+		}
 	}
 	r.serve()
 	serving()
@@ -340,11 +346,15 @@ func (r *runner) listeners() []net.Listener {
 
 // serve wraps each server's hooks and starts serving every listener.
 func (r *runner) serve() {
-	r.serveErr = make(chan error, len(r.served))
-	r.serving = len(r.served)
+	if r.serveErr == nil { // else serveServicesFirst began (service.go)
+		r.serveErr = make(chan error, len(r.served))
+		r.serving = len(r.served)
+	}
 	for _, sv := range r.served {
 		if sv.svc != nil {
-			r.serveService(sv) // service.go
+			if !r.svcs.started {
+				r.serveService(sv) // service.go
+			}
 			continue
 		}
 		srv := sv.srv

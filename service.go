@@ -171,6 +171,45 @@ type ServiceStatus struct {
 type serviceRun struct {
 	stopping atomic.Int32 // GracefulStop calls that have not returned
 	pending  sync.Map     // *Service -> struct{}: GracefulStop not returned
+	started  bool         // serveServicesFirst started them
+}
+
+// serviceStartGrace is how long a new process with services waits, once
+// serving began, before it tells its predecessor that it serves: a Serve
+// that fails at once (it serves nothing) returns within it.
+const serviceStartGrace = 100 * time.Millisecond
+
+// serveServicesFirst starts serving the services, before the HTTP
+// servers, in a successor: it waits serviceStartGrace, if there are
+// services, and returns the error of a Serve that returned meanwhile,
+// which fails the successor's start: its predecessor then serves on
+// instead of retiring in favour of a process about to stop, and no HTTP
+// connection was accepted here to be lost. The listener Serve is given is
+// left as it is (no wrapper to watch its Accept), so a Serve may still
+// assert its type.
+func (r *runner) serveServicesFirst() error {
+	r.serveErr = make(chan error, len(r.served))
+	r.serving = len(r.served)
+	has := false
+	for _, sv := range r.served {
+		if sv.svc != nil {
+			r.serveService(sv)
+			has = true
+		}
+	}
+	r.svcs.started = true
+	if !has {
+		return nil
+	}
+	t := time.NewTimer(serviceStartGrace)
+	defer t.Stop()
+	select {
+	case err := <-r.serveErr:
+		r.serveErr <- err // the loop's, had the start gone on
+		return err
+	case <-t.C:
+		return nil
+	}
 }
 
 // begin marks s as serving: no service may be added any more. It fails for
@@ -186,7 +225,7 @@ func (s *Server) begin() error {
 }
 
 // checkAddrs fails, before anything is listened on, when two servers (the
-// main one, Extra, services) ask for the same address, or one of the
+// main one, Extra, services, the control socket) ask for the same address, or one of the
 // services registered is unusable.
 func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 	s := r.s
@@ -216,6 +255,10 @@ func (r *runner) checkAddrs(l net.Listener, useTLS bool) error {
 		if x != nil {
 			add(fmt.Sprintf("Extra[%d]", i), "tcp", x.Addr)
 		}
+	}
+	if r.control != "" {
+		// The control socket is a Unix socket like any other.
+		add("the control socket", "unix", r.control)
 	}
 	for _, svc := range s.services {
 		what := fmt.Sprintf("service %q", svc.label())

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,6 +330,15 @@ func TestServiceBadInput(t *testing.T) {
 			srv.AddService(&graceful.Service{Name: "w", Addr: freeAddr(t), Serve: serve,
 				Wrap: func(net.Listener) (net.Listener, error) { return nil, nil }})
 			return srv.ListenAndServe()
+		}},
+		{"same path as Control", `the control socket and service "ctl" both listen on unix:`, func(srv *graceful.Server, a string) error {
+			dir := t.TempDir()
+			srv.Control = filepath.Join(dir, "ctl.sock")
+			srv.AddService(&graceful.Service{Name: "ctl", Addr: "unix:" + srv.Control, Serve: serve})
+			err := srv.ListenAndServe()
+			_, serr := os.Stat(srv.Control)
+			assert.True(t, os.IsNotExist(serr), "a socket file was left at the control socket's path")
+			return err
 		}},
 		{"no address", "neither Addr nor Listener", func(srv *graceful.Server, a string) error {
 			srv.AddService(&graceful.Service{Name: "nowhere", Serve: serve})

@@ -285,3 +285,70 @@ func TestBadServiceSuccessor(t *testing.T) {
 	waitServedBy(t, s, next)
 	stop(t, s)
 }
+
+// TestServiceServeReturnsInSuccessor: a successor whose service's Serve
+// returns at once (it serves nothing) must not take over: before, it told
+// its predecessor it served, the predecessor retired, and the successor
+// then stopped, leaving nothing serving. Now the restart fails and the old
+// process serves on.
+func TestServiceServeReturnsInSuccessor(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_MODE_FILE="+mode)
+	pid := s.PID()
+	require.NoError(t, os.WriteFile(mode, []byte("servenil"), 0o644))
+	_, err := s.Signal(syscall.SIGUSR2)
+	require.NoError(t, err)
+	waitOutput(t, s, "restart failed")
+	assert.Contains(t, s.Output.String(), `service "servenil"`)
+	assert.NotContains(t, s.Output.String(), "handed over")
+	assert.Equal(t, pid, s.PID())
+	_, got, _ := get(t, "tcp", s.Addr(), "/")
+	assert.Equal(t, strconv.Itoa(pid), got, "the old process serves on")
+	require.NoError(t, os.WriteFile(mode, nil, 0o644))
+	_, next, err := s.Restart(15 * time.Second)
+	require.NoError(t, err)
+	waitServedBy(t, s, next)
+	stop(t, s)
+}
+
+// TestServicesOnPortZero: two services on "127.0.0.1:0" (an HTTP server or
+// Extra on :0 would do the same) keep their ports across hot restarts, each
+// port still served by the same service. Before, every restart failed: the
+// successor rejected the sockets passed as "tcp:127.0.0.1:0 given twice".
+func TestServicesOnPortZero(t *testing.T) {
+	_, server := binaries(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	s := start(t, server, "TS_ZERO_SERVICES=2", "TS_CONTROL="+sock)
+	addrs := map[string]string{} // service name -> address
+	st := ctlStats(t, sock)
+	for _, sv := range st.Services {
+		addrs[sv.Name] = strings.TrimPrefix(sv.Listener, "tcp:")
+	}
+	require.Len(t, addrs, 2)
+	ask := func(addr string) string {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(line)
+	}
+	for i := 0; i < 3; i++ {
+		_, pid, err := s.Restart(15 * time.Second)
+		require.NoError(t, err, "restart %d", i+1)
+		for name, addr := range addrs {
+			// The old process accepts until it has heard that its
+			// successor serves: a moment after the pidfile names it.
+			want := name + " " + strconv.Itoa(pid)
+			got := ask(addr)
+			for deadline := time.Now().Add(10 * time.Second); got != want && time.Now().Before(deadline); got = ask(addr) {
+				require.True(t, strings.HasPrefix(got, name+" "), "the port of %s served by %q", name, got)
+				time.Sleep(10 * time.Millisecond)
+			}
+			assert.Equal(t, want, got, "the port of %s, after restart %d", name, i+1)
+		}
+	}
+	stop(t, s)
+}

@@ -245,6 +245,18 @@ func (l *load) waitMore(t *testing.T, n int64) {
 	}
 }
 
+// waitServedBy waits until a stream served by pid has ended.
+func (l *load) waitServedBy(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for l.endedAfter(pid, time.Time{}) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream served by %d", pid)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // stop stops the clients and waits for their RPCs in flight to end.
 func (l *load) stop() {
 	close(l.stopc)
@@ -319,6 +331,7 @@ func TestHotRestartsUnderLoad(t *testing.T) {
 			t.Fatalf("restart %d: the old process %d never exited: %v", i, old, err)
 		}
 		spanning += l.endedAfter(old, ready)
+		l.waitServedBy(t, np) // the pids check below counts it
 		if get(t, a.httpAddr+"/readyz") != http.StatusOK {
 			t.Errorf("restart %d: /readyz of %d not 200", i, np)
 		}
@@ -378,8 +391,14 @@ func TestGRPCAlone(t *testing.T) {
 			l := startLoad(t, a.Addr(), 4, 60*time.Second)
 			l.waitMore(t, 4)
 			for i := 1; i <= 3; i++ {
-				if _, _, err := a.Restart(20 * time.Second); err != nil {
+				_, pid, err := a.Restart(20 * time.Second)
+				if err != nil {
 					t.Fatalf("hot restart %d: %v", i, err)
+				}
+				if mode == "single" {
+					// The RPCs the load counts next may all end in the old
+					// process: wait for one of the new one's streams.
+					l.waitServedBy(t, pid)
 				}
 				l.waitMore(t, 4)
 			}

@@ -50,7 +50,8 @@ type echoServer struct {
 	ls       []net.Listener
 	conns    map[net.Conn]struct{}
 	draining bool
-	wg       sync.WaitGroup
+	stopped  bool           // Stop was called
+	wg       sync.WaitGroup // the accept loops and the connections
 }
 
 // Serve accepts connections on l until l is closed or the server stops.
@@ -62,7 +63,11 @@ func (e *echoServer) Serve(l net.Listener) error {
 		return errors.New("echo: stopped")
 	}
 	e.ls = append(e.ls, l)
+	// The accept loop counts in wg: GracefulStop then waits for it, and
+	// so for a connection it accepted just as the drain began.
+	e.wg.Add(1)
 	e.mu.Unlock()
+	defer e.wg.Done()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -75,12 +80,14 @@ func (e *echoServer) Serve(l net.Listener) error {
 			return err
 		}
 		e.mu.Lock()
-		if e.draining {
-			// Accepted as the listener closed: say nothing, close.
+		if e.stopped {
 			e.mu.Unlock()
 			c.Close()
 			continue
 		}
+		// Accepted as the drain began, its client may have sent lines
+		// already: it is served as the others are, drain deadline and
+		// all, not closed unanswered.
 		e.conns[c] = struct{}{}
 		e.wg.Add(1)
 		e.mu.Unlock()
@@ -149,7 +156,7 @@ func (e *echoServer) GracefulStop() {
 // Stop closes the listeners and every connection at once.
 func (e *echoServer) Stop() {
 	e.mu.Lock()
-	e.draining = true
+	e.draining, e.stopped = true, true
 	for _, l := range e.ls {
 		l.Close()
 	}

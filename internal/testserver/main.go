@@ -23,7 +23,10 @@
 // has no socket of its own, given to Serve). /readyz is the
 // ReadinessHandler. The mode "slow" sleeps a second before serving; the
 // mode "badwrap" adds a service whose listener wraps a socket that did not
-// come from graceful.Listen, which fails the start.
+// come from graceful.Listen, which fails the start; the mode "servenil"
+// adds a service whose Serve returns at once. TS_ZERO_SERVICES=N adds N
+// services on 127.0.0.1:0, each of which writes "NAME PID" on every
+// connection and closes it.
 package main
 
 import (
@@ -174,6 +177,24 @@ func main() {
 			log.Fatal(err)
 		}
 		srv.AddService(&graceful.Service{Name: "badwrap", Listener: wrapped{l}, Serve: func(l net.Listener) error { select {} }})
+	}
+	if n, _ := strconv.Atoi(os.Getenv("TS_ZERO_SERVICES")); n > 0 {
+		for i := range n {
+			name := "zero" + strconv.Itoa(i)
+			srv.AddService(&graceful.Service{Name: name, Addr: "127.0.0.1:0", Serve: func(l net.Listener) error {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c, "%s %s\n", name, pid)
+					c.Close()
+				}
+			}})
+		}
+	}
+	if mode == "servenil" {
+		srv.AddService(&graceful.Service{Name: "servenil", Addr: "127.0.0.1:0", Serve: func(net.Listener) error { return nil }})
 	}
 	event("serving")
 	var err error
