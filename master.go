@@ -35,8 +35,15 @@ type worker struct {
 	started  time.Time
 	lastBeat time.Time
 	drainAt  time.Time
-	inflight int64  // as of the last heartbeat
-	total    uint64 // as of the last heartbeat
+	inflight int64      // as of the last heartbeat
+	total    uint64     // as of the last heartbeat
+	svcs     []svcCount // each service's counts, as of the last heartbeat
+}
+
+// svcCount is a service's counts in a worker.
+type svcCount struct {
+	inflight int64
+	total    uint64
 }
 
 type evKind int
@@ -45,6 +52,7 @@ const (
 	evReady evKind = iota
 	evBootFailed
 	evBeat
+	evSvcBeat
 	evExit
 )
 
@@ -52,8 +60,9 @@ type masterEvent struct {
 	w        *worker
 	kind     evKind
 	err      error
-	inflight int64  // evBeat
-	total    uint64 // evBeat
+	inflight int64  // evBeat, evSvcBeat
+	total    uint64 // evBeat, evSvcBeat
+	idx      int    // evSvcBeat
 }
 
 // How a master's run ends.
@@ -79,9 +88,10 @@ type master struct {
 	respawn  map[int]time.Time
 	phase    *phase
 	hot      hotRestart
-	canGo    bool   // workers may accept: false in a new master until its predecessor says go
-	booted   bool   // every slot has had a ready worker
-	retired  uint64 // requests served by workers that have exited
+	canGo    bool     // workers may accept: false in a new master until its predecessor says go
+	booted   bool     // every slot has had a ready worker
+	retired  uint64   // requests served by workers that have exited
+	svcDone  []uint64 // each service's work done by workers that have exited
 
 	stopping stopKind
 	stops    int         // stop signals since the stop began
@@ -274,8 +284,12 @@ func (m *master) readBeats(w *worker, done chan struct{}) {
 		if err != nil {
 			return
 		}
-		if b, err := parseMessage(line); err == nil && b.kind == msgBeat {
+		switch b, err := parseMessage(line); {
+		case err != nil:
+		case b.kind == msgBeat:
 			m.events <- masterEvent{w: w, kind: evBeat, inflight: b.inflight, total: b.total}
+		case b.kind == msgSvcBeat:
+			m.events <- masterEvent{w: w, kind: evSvcBeat, idx: b.idx, inflight: b.inflight, total: b.total}
 		}
 	}
 }
@@ -354,6 +368,13 @@ func (m *master) event(ev masterEvent) {
 	case evBeat:
 		w.lastBeat = time.Now()
 		w.inflight, w.total = ev.inflight, ev.total
+	case evSvcBeat:
+		if ev.idx < len(m.r.services()) {
+			for len(w.svcs) <= ev.idx {
+				w.svcs = append(w.svcs, svcCount{})
+			}
+			w.svcs[ev.idx] = svcCount{ev.inflight, ev.total}
+		}
 	case evReady:
 		if w.state == wDraining || m.stopping != notStopping {
 			m.drain(w, msgDrain)
@@ -400,6 +421,12 @@ func (m *master) event(ev masterEvent) {
 		}
 	case evExit:
 		m.retired += w.total
+		for i, c := range w.svcs {
+			for len(m.svcDone) <= i {
+				m.svcDone = append(m.svcDone, 0)
+			}
+			m.svcDone[i] += c.total
+		}
 		if m.draining[w] {
 			delete(m.draining, w)
 			m.r.counts.drain = time.Since(w.drainAt)
@@ -578,6 +605,11 @@ func (m *master) status() *Status {
 	st.Generation = m.begun
 	st.WorkersWanted = m.n
 	st.RequestsTotal = m.retired
+	for i, n := range m.svcDone {
+		if i < len(st.Services) {
+			st.Services[i].Total += n
+		}
+	}
 	add := func(w *worker) {
 		if w.p == nil {
 			return
@@ -589,6 +621,12 @@ func (m *master) status() *Status {
 		})
 		st.RequestsInFlight += w.inflight
 		st.RequestsTotal += w.total
+		for i, c := range w.svcs {
+			if i < len(st.Services) {
+				st.Services[i].InFlight += c.inflight
+				st.Services[i].Total += c.total
+			}
+		}
 	}
 	for _, w := range m.slots {
 		add(w)

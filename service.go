@@ -150,8 +150,8 @@ func (svc *Service) label() string {
 }
 
 // ServiceStatus is one Service in a Status. The counts are those the
-// service's Begin made in the process that answers: in a cluster's master,
-// which serves nothing, they are 0.
+// service's Begin made in the process that answers; in a cluster's master,
+// those of its workers, present and past, as of their last heartbeats.
 type ServiceStatus struct {
 	Name string `json:"name"`
 	// Listener is the address served, as network:address.
@@ -481,6 +481,18 @@ func (r *runner) stopServices() {
 		}()
 	}
 	wg.Wait()
+}
+
+// services lists the run's services in the order they are served, the
+// order a worker's heartbeat numbers them in.
+func (r *runner) services() []*Service {
+	var out []*Service
+	for _, sv := range r.served {
+		if sv.svc != nil {
+			out = append(out, sv.svc)
+		}
+	}
+	return out
 }
 
 // serviceStatus lists the run's services for Status.

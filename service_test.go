@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gograceful/graceful"
 	"github.com/gograceful/graceful/internal/loadgen"
 	"github.com/gograceful/graceful/internal/proc"
 )
@@ -350,5 +351,46 @@ func TestServicesOnPortZero(t *testing.T) {
 			assert.Equal(t, want, got, "the port of %s, after restart %d", name, i+1)
 		}
 	}
+	stop(t, s)
+}
+
+// TestClusterServiceCounts: a cluster's master counts its workers' service
+// work, from their heartbeats: connections in flight while they are open,
+// then done, also once a phase has replaced the workers that served them.
+func TestClusterServiceCounts(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	s := start(t, echoBinary(t), "WORKERS=2", "CONTROL="+sock)
+	waitWorkers(t, s, 2)
+	svc := func() graceful.ServiceStatus {
+		st := ctlStats(t, sock)
+		require.Len(t, st.Services, 1)
+		return st.Services[0]
+	}
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", s.Addr())
+		require.NoError(t, err)
+		defer c.Close()
+		// A line echoed: the connection is being served.
+		_, err = c.Write([]byte("hello\n"))
+		require.NoError(t, err)
+		_, err = bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	require.Eventually(t, func() bool { return svc().InFlight == 3 }, 15*time.Second, 20*time.Millisecond,
+		"the master counts the 3 connections its workers serve")
+	for _, c := range conns {
+		c.Close()
+	}
+	// (The start's readiness probe is a connection too.)
+	var last graceful.ServiceStatus
+	require.Eventually(t, func() bool { last = svc(); return last.InFlight == 0 && last.Total >= 3 }, 15*time.Second, 20*time.Millisecond,
+		"the master counts them done: %+v", &last)
+	done := last.Total
+	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
+	waitOutput(t, s, "phased restart complete gen=1 ")
+	require.Eventually(t, func() bool { last = svc(); return last.InFlight == 0 && last.Total == done }, 15*time.Second, 20*time.Millisecond,
+		"the count survives the workers that served them: %+v, want total %d", &last, done)
 	stop(t, s)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -73,10 +74,16 @@ func (l *masterLink) beats() <-chan time.Time {
 	return l.ticker.C
 }
 
-// beat sends a heartbeat with the worker's request counts.
+// beat sends a heartbeat with the worker's request counts, then one line
+// with the counts of each service (a master of an older release ignores
+// those).
 func (l *masterLink) beat(r *runner) {
-	m := message{kind: msgBeat, inflight: r.inflight.Load(), total: r.total.Load()}
-	l.ctrl.Write([]byte(m.String() + "\n")) // if it fails, the master is gone; read says so
+	var b strings.Builder
+	b.WriteString(message{kind: msgBeat, inflight: r.inflight.Load(), total: r.total.Load()}.String() + "\n")
+	for i, svc := range r.services() {
+		b.WriteString(message{kind: msgSvcBeat, idx: i, inflight: svc.inflight.Load(), total: svc.total.Load()}.String() + "\n")
+	}
+	l.ctrl.Write([]byte(b.String())) // if it fails, the master is gone; read says so
 }
 
 // close sends a last heartbeat, so that the master counts every request,
