@@ -13,7 +13,7 @@ func TestProtocolRoundTrip(t *testing.T) {
 			t.Errorf("parseMessage(%q) = %+v, %v; want %+v", m.String(), got, err, m)
 		}
 	}
-	for _, bad := range []string{"", "ready", "ready 0", "ready -1", "ready 01", "beat 1", "beat -1 2", "beat 1 x", "go now", "drain  restart", "GO", "svc", "svc 1 2", "svc -1 0 0", "svc 64 0 0", "svc 1 2 3 4", "svc"+" "} {
+	for _, bad := range []string{"", "ready", "ready 0", "ready -1", "ready 01", "beat 1", "beat -1 2", "beat 1 x", "go now", "drain  restart", "GO", "svc", "svc 1 2", "svc -1 0 0", "svc 64 0 0", "svc 1 2 3 4", "svc" + " "} {
 		if m, err := parseMessage(bad); err == nil {
 			t.Errorf("parseMessage(%q) = %+v, want an error", bad, m)
 		}
