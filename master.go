@@ -53,6 +53,7 @@ const (
 	evBootFailed
 	evBeat
 	evSvcBeat
+	evServing
 	evExit
 )
 
@@ -290,6 +291,8 @@ func (m *master) readBeats(w *worker, done chan struct{}) {
 			m.events <- masterEvent{w: w, kind: evBeat, inflight: b.inflight, total: b.total}
 		case b.kind == msgSvcBeat:
 			m.events <- masterEvent{w: w, kind: evSvcBeat, idx: b.idx, inflight: b.inflight, total: b.total}
+		case b.kind == msgServing:
+			m.events <- masterEvent{w: w, kind: evServing}
 		}
 	}
 }
@@ -368,6 +371,9 @@ func (m *master) event(ev masterEvent) {
 	case evBeat:
 		w.lastBeat = time.Now()
 		w.inflight, w.total = ev.inflight, ev.total
+		m.phaseServing(w) // a worker of an older release says "serving" by its first heartbeat
+	case evServing:
+		m.phaseServing(w)
 	case evSvcBeat:
 		if ev.idx < len(m.r.services()) {
 			for len(w.svcs) <= ev.idx {
@@ -384,6 +390,12 @@ func (m *master) event(ev masterEvent) {
 		w.state = wReady
 		log.Info("graceful: worker ready", "worker", w.id, "gen", w.gen, "pid", w.pid(), "took", time.Since(w.started).Round(time.Millisecond))
 		if m.phase != nil && m.phase.cur == w {
+			if m.canGo {
+				// The worker it replaces drains once it serves
+				// (phaseServing).
+				m.sendGo(w)
+				return
+			}
 			m.phaseReady(w)
 			return
 		}
@@ -431,6 +443,11 @@ func (m *master) event(ev masterEvent) {
 			delete(m.draining, w)
 			m.r.counts.drain = time.Since(w.drainAt)
 			log.Info("graceful: worker exited", "worker", w.id, "gen", w.gen, "pid", w.pid(), "status", exitStatus(ev.err))
+			return
+		}
+		if m.phase != nil && m.phase.cur == w {
+			m.phase.cur = nil
+			m.endPhase(fmt.Errorf("graceful: phased restart stopped: the new worker %d exited before it served (%s); the old workers keep serving", w.id, exitStatus(ev.err)))
 			return
 		}
 		if m.slots[w.id] == w {
@@ -528,10 +545,7 @@ func (m *master) resize(delta int) error {
 	if p := m.phase; p != nil && p.cur != nil && p.cur.id >= m.n {
 		// The phase's new worker boots for the slot that went away: once
 		// ready it would serve outside every slot, unsupervised.
-		if p.cur.p != nil {
-			p.cur.p.abort()
-		}
-		p.cur = nil
+		m.dropCur()
 		m.advance()
 	}
 	return nil

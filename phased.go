@@ -96,6 +96,14 @@ func (m *master) advance() {
 	m.endPhase(nil)
 }
 
+// phaseServing is told that w serves (it said so, or sent a heartbeat):
+// if it is the phase's new worker, it takes its slot.
+func (m *master) phaseServing(w *worker) {
+	if m.phase != nil && m.phase.cur == w && w.state == wReady && w.goSent {
+		m.phaseReady(w)
+	}
+}
+
 // phaseReady puts the phase's new worker in its slot, drains the one it
 // replaces, and moves on.
 func (m *master) phaseReady(w *worker) {
@@ -103,7 +111,7 @@ func (m *master) phaseReady(w *worker) {
 	m.slots[w.id] = w
 	m.phase.cur = nil
 	m.crashes[w.id] = 0
-	if m.canGo {
+	if m.canGo && !w.goSent {
 		m.sendGo(w)
 	}
 	if old != nil {
@@ -131,11 +139,24 @@ func (m *master) endPhase(err error) {
 	for _, w := range m.phase.waiters {
 		w <- err
 	}
-	if c := m.phase.cur; c != nil && c.p != nil {
-		c.p.abort()
-	}
+	m.dropCur()
 	if err != nil {
 		m.phase.rel.close() // never pinned
 	}
 	m.phase = nil
+}
+
+// dropCur ends the phase's new worker, if any, that will not take a slot:
+// killed while it boots, as it has accepted nothing; drained once told to
+// go, as it may have.
+func (m *master) dropCur() {
+	c := m.phase.cur
+	m.phase.cur = nil
+	switch {
+	case c == nil || c.p == nil:
+	case c.goSent:
+		m.drain(c, msgDrain)
+	default:
+		c.p.abort()
+	}
 }

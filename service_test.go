@@ -394,3 +394,31 @@ func TestClusterServiceCounts(t *testing.T) {
 		"the count survives the workers that served them: %+v, want total %d", &last, done)
 	stop(t, s)
 }
+
+// TestPhaseServiceServeReturns: in a phase, a new worker whose service's
+// Serve returns at once (it serves nothing) stops the phase, and the old
+// workers serve on, as for a worker that fails to boot. Before, the master
+// drained the old worker as soon as the new one was ready, the new one
+// then stopped, and its replacements crashed in a loop while the phase
+// was reported done.
+func TestPhaseServiceServeReturns(t *testing.T) {
+	_, server := binaries(t)
+	mode := filepath.Join(t.TempDir(), "mode")
+	s := start(t, server, "TS_WORKERS=2", "TS_MODE_FILE="+mode, "TS_DRAIN_IDLE=200ms")
+	before := waitAllGen(t, s, 0)
+	gen := loadgen.Start(loadgen.Config{Addr: s.Addr(), KeepAlive: 3, Fresh: 1, Check: checkBody, Duration: 60 * time.Second})
+	require.NoError(t, os.WriteFile(mode, []byte("servenil"), 0o644))
+	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
+	waitOutput(t, s, "phased restart stopped: the new worker 0 exited before it served")
+	assert.Equal(t, before, waitAllGen(t, s, 0), "the old workers serve on")
+	assert.NotContains(t, s.Output.String(), "phased restart complete")
+	require.True(t, gen.WaitDone(gen.Done()+300, 20*time.Second), "the old workers serve on under load")
+
+	require.NoError(t, os.WriteFile(mode, nil, 0o644))
+	require.NoError(t, syscall.Kill(s.PID(), syscall.SIGUSR1))
+	waitOutput(t, s, "phased restart complete gen=2 ")
+	waitAllGen(t, s, 2)
+	res := gen.Stop()
+	stop(t, s)
+	assertServed(t, res, 300)
+}

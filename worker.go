@@ -41,7 +41,14 @@ func (r *runner) runWorker() error {
 	go l.read(br)
 	r.link = l
 	r.hooks = []*[]func(){&r.s.workerHooks}
+	// As a successor does (runner.start): a worker whose service's Serve
+	// returns at once fails before it says it serves, so that a phase
+	// keeps the worker it was to replace.
+	if err := r.serveServicesFirst(); err != nil {
+		return err
+	}
 	r.serve()
+	ctrl.Write([]byte(message{kind: msgServing}.String() + "\n")) // if it fails, the master is gone; read says so
 	r.handOffHello()
 	return r.loop()
 }
