@@ -8,7 +8,7 @@ import (
 
 // PhasedRestart replaces the workers of a cluster one at a time, as SIGUSR1
 // does, with the program found now (through Directory if set): for each
-// worker, a new one is started and, once it is ready, the old one drains.
+// worker, a new one is started and, once it serves, the old one drains.
 // It returns nil when every worker has been replaced, or an error, with the
 // old workers still serving, when a new worker failed to boot.
 // It returns ErrNotMaster outside a cluster's master.
@@ -22,7 +22,7 @@ func (s *Server) PhasedRestart() error {
 
 // phase is a phased restart under way. It is a target, not a script: the
 // master brings every slot to generation gen, running rel, one slot at a
-// time, each new worker ready before the old one of its slot drains, so
+// time, each new worker serving before the old one of its slot drains, so
 // capacity never drops. A slot left empty by a crash is simply filled with
 // the new generation.
 type phase struct {
