@@ -8,10 +8,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"go/version"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -261,6 +263,12 @@ func (h *h2Conn) awaitGoAway(timeout time.Duration) (uint32, error) {
 // DrainIdleTimeout; an HTTP/1 keep-alive connection is still left its
 // grace.
 func TestUnencryptedHTTP2GoAwayOnDrain(t *testing.T) {
+	if version.Compare(runtime.Version(), "go1.27") >= 0 {
+		// README, "Not there yet": from Go 1.27 net/http serves HTTP/2
+		// without TLS itself, and graceful's drain closes such
+		// connections as HTTP/1 ones, the GOAWAY coming at its end.
+		t.Skip("Go 1.27: no GOAWAY at the drain's start for HTTP/2 without TLS")
+	}
 	const drainIdle = 10 * time.Second
 	var p http.Protocols
 	p.SetHTTP1(true)

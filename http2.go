@@ -2,10 +2,7 @@ package graceful
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
-	"log"
 	"net"
 	"net/http"
 )
@@ -17,58 +14,16 @@ import (
 // closes it once its streams are done) from Server.Shutdown, through the
 // functions its HTTP/2 set-up registered with RegisterOnShutdown. The drain
 // cannot call the served server's Shutdown: that would also close its idle
-// HTTP/1 keep-alive connections at once, which the drain leaves open for
-// DrainIdleTimeout. So each served server gets its HTTP/2 from a private
-// "shadow" http.Server on which net/http sets it up, and the drain calls
-// the shadow's Shutdown: it has no listener and no HTTP/1 connection, so
-// all it does is run those functions.
-//
-// The shadow only lends its TLSNextProto functions, which serve a
-// connection with the server net/http passes them (the served one: its
-// Handler, ConnState, ErrorLog and HTTP2 settings) and remember it in the
-// shadow's HTTP/2 state. Only the idle timeout is taken from the shadow,
-// which copies the served server's.
-
-// setupHTTP2 gives srv its HTTP/2 from a shadow server whose Shutdown the
-// drain calls, if srv would set up net/http's own HTTP/2: it is enabled,
-// and srv.TLSNextProto is nil (a server that sets it serves its own
-// HTTP/2, or disables it). Call it before srv serves.
-func (t *tracker) setupHTTP2(srv *http.Server) {
-	if srv.TLSNextProto != nil {
-		return
-	}
-	shadow := &http.Server{
-		Protocols:   srv.Protocols,
-		IdleTimeout: srv.IdleTimeout,
-		ReadTimeout: srv.ReadTimeout,
-		ErrorLog:    log.New(io.Discard, "", 0),
-	}
-	if c := srv.TLSConfig; c != nil {
-		// What net/http checks of the configuration, and no certificate,
-		// so that ServeTLS fails right after setting up HTTP/2.
-		shadow.TLSConfig = &tls.Config{CipherSuites: c.CipherSuites, MinVersion: c.MinVersion}
-	}
-	// ServeTLS sets up HTTP/2 on the shadow, then fails to load the key
-	// pair "" and "": it never accepts.
-	shadow.ServeTLS(noListener{}, "", "")
-	if shadow.TLSNextProto["h2"] == nil {
-		// HTTP/2 is disabled (Protocols, GODEBUG=http2server=0), or its
-		// set-up failed: srv will find out the same for itself.
-		return
-	}
-	srv.TLSNextProto = make(map[string]func(*http.Server, *tls.Conn, http.Handler), len(shadow.TLSNextProto))
-	for proto, serve := range shadow.TLSNextProto {
-		srv.TLSNextProto[proto] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
-			if tc := asTracked(c); tc != nil {
-				tc.setFlag(h2Bit)
-			}
-			serve(hs, c, h)
-		}
-	}
-	t.mu.Lock()
-	t.shadows = append(t.shadows, shadow)
-	t.mu.Unlock()
-}
+// HTTP/1 keep-alive connections at once (and end keep-alive on the busy
+// ones), which the drain leaves open for DrainIdleTimeout or hands to the
+// successor. So the served server's HTTP/2 connections are served through
+// private "shadow" http.Servers on which net/http sets HTTP/2 up, and the
+// drain calls the shadows' Shutdown: they have no HTTP/1 connection, so all
+// it does is send the GOAWAYs. How a shadow serves depends on the Go
+// release: up to Go 1.26 one shadow per server lends its TLSNextProto
+// functions (http2_legacy.go); from Go 1.27, whose HTTP/2 lives inside
+// net/http, each HTTP/2 connection is served by a shadow of its own
+// (http2_go127.go).
 
 // startDrain sends a GOAWAY to every HTTP/2 connection. One that HTTP/2
 // has not registered yet gets its own when it first reports its state.
@@ -91,9 +46,10 @@ func (t *tracker) goAway() {
 	t.mu.Lock()
 	shadows := t.shadows
 	t.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // send the GOAWAYs; wait for nothing
 	for _, s := range shadows {
-		// Immediate: the shadow has no connection to wait for.
-		s.Shutdown(context.Background())
+		s.Shutdown(ctx)
 	}
 }
 
