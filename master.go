@@ -153,12 +153,16 @@ func (m *master) loop() error {
 			r.ctxDone = nil
 			m.stop(stopFinal, "context done")
 		case err := <-m.hot.result():
-			if succ := m.hot.settle(err); succ != nil {
+			succ := m.hot.settle(err)
+			held := m.hot.heldSignal()
+			if succ != nil {
 				r.log.Info("graceful: handed over; draining workers", "pid", os.Getpid(), "successor", succ.pid())
 				r.retired = succ
 				r.hooks = append(r.hooks, &r.s.hooks)
 				m.hot.answer(nil)
 				m.stop(stopReplaced, "handed over")
+			} else if held != "" {
+				m.stop(stopFinal, held) // the restart failed: stop as asked
 			}
 		case <-timerC(m.limit):
 			r.log.Error("graceful: workers still draining; killing them", "workers", len(m.draining))
@@ -181,6 +185,8 @@ func (m *master) signal(sig os.Signal) {
 	default:
 		m.stops++
 		switch {
+		case m.stopping == notStopping && m.hot.hold(sig.String()):
+			m.stops--
 		case m.stopping == notStopping:
 			m.stop(stopFinal, sig.String())
 		case m.stops >= 2 && !m.killed:

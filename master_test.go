@@ -509,16 +509,23 @@ func TestFakeFewerDuringPhase(t *testing.T) {
 	assert.Equal(t, http.ErrServerClosed, <-done)
 }
 
-// TestFakeStopWhileConfirming: a stop signal after the successor was told
+// TestFakeStopWhileConfirming: stop signals after the successor was told
 // to go and before it said it serves. It may accept already (a successor
-// of an older release says nothing for a while): it must be asked to stop
-// and drain, not killed, and the old process must end only once it has
-// exited. Close kills it, as it kills everything. In single mode and in a
-// cluster's master.
+// of an older release says nothing for a while). A first stop signal is
+// held until the successor's word: a signal to the whole process group
+// reached the successor too, and stopping it again would cut its drain.
+// Here the successor is taken to serve once silent for a while, so the old
+// process retires and the restart succeeds. A second stop signal abandons
+// the restart: the successor is asked to stop and drain, not killed, and
+// the old process ends only once it has exited. Close kills it, as it
+// kills everything. In single mode and in a cluster's master.
 func TestFakeStopWhileConfirming(t *testing.T) {
-	for _, c := range []struct{ cluster, close bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+	for _, c := range []struct {
+		cluster bool
+		stop    string // "signal", "signals" (two), "close"
+	}{{false, "signal"}, {true, "signal"}, {false, "signals"}, {true, "signals"}, {false, "close"}, {true, "close"}} {
 		cluster := c.cluster
-		t.Run(fmt.Sprintf("cluster=%v,close=%v", c.cluster, c.close), func(t *testing.T) {
+		t.Run(fmt.Sprintf("cluster=%v,%s", c.cluster, c.stop), func(t *testing.T) {
 			hold := make(chan struct{})
 			defer close(hold)
 			f := &fakes{script: func(sp spawnSpec) script {
@@ -555,10 +562,14 @@ func TestFakeStopWhileConfirming(t *testing.T) {
 				}
 				return false
 			}, 10*time.Second, 2*time.Millisecond, "the successor was never told to go")
-			if c.close {
+			switch c.stop {
+			case "close":
 				// Close cuts everything at once, the successor too.
 				require.NoError(t, r.call(context.Background(), reqClose))
-			} else {
+			case "signals":
+				r.sigs <- syscall.SIGTERM
+				r.sigs <- syscall.SIGTERM
+			default:
 				r.sigs <- syscall.SIGTERM
 			}
 			select {
@@ -567,16 +578,21 @@ func TestFakeStopWhileConfirming(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("the old process did not end")
 			}
-			if c.close {
+			if c.stop == "close" {
 				assert.True(t, f.saw(fmt.Sprintf("killed %d", succ)), "Close did not kill the successor")
 			} else {
 				assert.False(t, f.saw(fmt.Sprintf("killed %d", succ)), "the successor, told to go, was killed")
 			}
-			assert.True(t, f.saw(fmt.Sprintf("stopped %d", succ)), "the successor was not asked to stop")
 			select {
 			case err := <-restarted:
+				if c.stop == "signal" {
+					require.NoError(t, err, "the successor serves: the restart succeeded")
+					assert.False(t, f.saw(fmt.Sprintf("stopped %d", succ)), "the successor was asked to stop by a first stop signal")
+					return
+				}
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), "restart abandoned")
+				assert.True(t, f.saw(fmt.Sprintf("stopped %d", succ)), "the successor was not asked to stop")
 			case <-time.After(5 * time.Second):
 				t.Fatal("the Restart call got no answer")
 			}

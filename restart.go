@@ -31,6 +31,34 @@ type hotRestart struct {
 	told    bool         // succ was told to go: its next outcome says whether it serves
 	waiters []chan error // Restart calls waiting on succ
 	stopped *successor   // one told to go, then asked by abort to stop
+	held    string       // a stop signal held until succ, told to go, says whether it serves
+}
+
+// hold keeps a stop signal that arrived while the successor, told to go,
+// has not yet said whether it serves, and reports whether it did. A
+// signal sent to the whole process group (Ctrl-C, systemd's KillMode)
+// reaches the successor too: stopping it as well, as abort does, would
+// count as a second stop signal there and cut its drain. So the outcome
+// decides: if the successor serves, this process retires, as on any stop
+// signal to a retiring process; if not, it stops as asked. A second stop
+// signal is not held.
+func (h *hotRestart) hold(sig string) bool {
+	if h.succ == nil || !h.told || h.held != "" {
+		return false
+	}
+	h.held = sig
+	h.r.log.Warn("graceful: stop signal during the hand-over: waiting for the successor's word", "signal", sig, "successor", h.succ.pid())
+	return true
+}
+
+// heldSignal returns the stop signal held, once the restart has an outcome.
+func (h *hotRestart) heldSignal() string {
+	if h.succ != nil {
+		return ""
+	}
+	sig := h.held
+	h.held = ""
+	return sig
 }
 
 // begin starts a successor unless one is already starting. done, if not
@@ -133,7 +161,7 @@ func (h *hotRestart) abort(why string) {
 	err := fmt.Errorf("graceful: restart abandoned: %s", why)
 	h.r.ended(err)
 	h.answer(err)
-	h.succ, h.told = nil, false
+	h.succ, h.told, h.held = nil, false, ""
 }
 
 // kill kills the successor abort asked to stop, if any: Close cuts its

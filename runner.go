@@ -474,12 +474,16 @@ func (r *runner) loop() error {
 			r.ctxDone = nil
 			r.stop("context done", false)
 		case err := <-r.hot.result():
-			if succ := r.hot.settle(err); succ != nil {
+			succ := r.hot.settle(err)
+			held := r.hot.heldSignal()
+			if succ != nil {
 				r.retired = succ
 				r.log.Info("graceful: handed over; draining", "pid", os.Getpid(), "successor", succ.pid())
 				r.hooks = append(r.hooks, &r.s.hooks)
 				r.startDrain(false)
 				r.answerHanded()
+			} else if held != "" {
+				r.stop(held, false) // the restart failed: stop as asked
 			}
 		case err := <-r.serveErr:
 			r.serving--
@@ -530,6 +534,8 @@ func (r *runner) signal(sig os.Signal) {
 	default:
 		r.stops++
 		switch {
+		case r.state == stateServing && r.hot.hold(sig.String()):
+			r.stops--
 		case r.state == stateServing:
 			r.stop(sig.String(), false)
 		case r.state == stateDelaying:
