@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -194,4 +195,51 @@ func TestServeTLS(t *testing.T) {
 	require.NoError(t, srv.Shutdown(context.Background()))
 	err = <-done
 	assert.True(t, errors.Is(err, http.ErrServerClosed), "ServeTLS returned %v", err)
+}
+
+// TestHTTP2ConnStateOnce: the program's ConnState hook sees an HTTP/2
+// connection reported new once and closed once, and its requests served
+// with the program's Handler over TLS, whichever way graceful serves HTTP/2
+// for the Go release (from Go 1.27, each connection through a server of its
+// own).
+func TestHTTP2ConnStateOnce(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	l, err := graceful.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	seen := map[http.ConnState]int{}
+	srv := &graceful.Server{Server: &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil {
+				http.Error(w, "no TLS state", http.StatusInternalServerError)
+				return
+			}
+			io.WriteString(w, r.Proto)
+		}),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			mu.Lock()
+			seen[st]++
+			mu.Unlock()
+		},
+	}, NoSignals: true}
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(l, certFile, keyFile) }()
+	serving(t, srv)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	c := &http.Client{Transport: tr}
+	for i := 0; i < 3; i++ {
+		assert.Equal(t, "HTTP/2.0", fetch(t, c, "https://"+l.Addr().String()+"/"))
+	}
+	tr.CloseIdleConnections()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[http.StateClosed] > 0
+	}, 10*time.Second, 5*time.Millisecond, "the connection was never reported closed")
+	require.NoError(t, srv.Shutdown(context.Background()))
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 1, seen[http.StateNew], "reported new: %v", seen)
+	assert.Equal(t, 1, seen[http.StateClosed], "reported closed: %v", seen)
 }

@@ -69,11 +69,15 @@ func newShadow(srv *http.Server, closed func()) shadowServer {
 	}
 	state := srv.ConnState
 	s.ConnState = func(c net.Conn, st http.ConnState) {
-		if state != nil {
+		switch {
+		case st == http.StateClosed:
+			if closed != nil {
+				closed()
+			}
+		case st == http.StateNew:
+			// srv reported the connection new, and reports it closed.
+		case state != nil:
 			state(c, st)
-		}
-		if st == http.StateClosed && closed != nil {
-			closed()
 		}
 	}
 	// ServeTLS sets HTTP/2 up on the shadow, then fails to load the key
