@@ -53,15 +53,16 @@ type shadowServer struct{ *http.Server }
 // applied): the shadow serves under it, and calls neither hook again.
 func newShadow(srv *http.Server, base context.Context, closed func()) shadowServer {
 	s := &http.Server{
-		Handler:           srv.Handler,
-		ReadTimeout:       srv.ReadTimeout,
-		ReadHeaderTimeout: srv.ReadHeaderTimeout,
-		WriteTimeout:      srv.WriteTimeout,
-		IdleTimeout:       srv.IdleTimeout,
-		MaxHeaderBytes:    srv.MaxHeaderBytes,
-		HTTP2:             srv.HTTP2,
-		Protocols:         srv.Protocols,
-		ErrorLog:          srv.ErrorLog,
+		Handler:                      srv.Handler,
+		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
+		ReadTimeout:                  srv.ReadTimeout,
+		ReadHeaderTimeout:            srv.ReadHeaderTimeout,
+		WriteTimeout:                 srv.WriteTimeout,
+		IdleTimeout:                  srv.IdleTimeout,
+		MaxHeaderBytes:               srv.MaxHeaderBytes,
+		HTTP2:                        srv.HTTP2,
+		Protocols:                    srv.Protocols,
+		ErrorLog:                     srv.ErrorLog,
 	}
 	if c := srv.TLSConfig; c != nil {
 		// What net/http checks of the configuration, and no certificate:

@@ -65,3 +65,34 @@ func TestHTTP2Hooks(t *testing.T) {
 	assert.Equal(t, basesBefore, bases.Load(), "BaseContext called per HTTP/2 connection")
 	assert.EqualValues(t, n, conns.Load(), "ConnContext calls for %d HTTP/2 connections", n)
 }
+
+// TestHTTP2OptionsStar: a server with DisableGeneralOptionsHandler passes
+// "OPTIONS *" to its Handler over HTTP/2 too, as over HTTP/1.
+func TestHTTP2OptionsStar(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	l, err := graceful.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &graceful.Server{Server: &http.Server{
+		DisableGeneralOptionsHandler: true,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Handler", "mine")
+			io.WriteString(w, r.Proto)
+		}),
+	}, NoSignals: true}
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(l, certFile, keyFile) }()
+	serving(t, srv)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodOptions, "https://"+l.Addr().String(), nil)
+	require.NoError(t, err)
+	req.URL.Opaque = "*"
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, "HTTP/2.0", res.Proto)
+	assert.Equal(t, "mine", res.Header.Get("X-Handler"), "OPTIONS * never reached the Handler (%d %q)", res.StatusCode, b)
+	require.NoError(t, srv.Shutdown(context.Background()))
+	<-done
+}
