@@ -52,8 +52,7 @@ func TestHTTP2Hooks(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeTLS(l, certFile, keyFile) }()
 	serving(t, srv)
-	basesBefore := bases.Load()
-	const n = 3
+	const n = 6
 	for i := 0; i < n; i++ {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
 		c := &http.Client{Transport: tr}
@@ -62,7 +61,9 @@ func TestHTTP2Hooks(t *testing.T) {
 	}
 	require.NoError(t, srv.Shutdown(context.Background()))
 	<-done
-	assert.Equal(t, basesBefore, bases.Load(), "BaseContext called per HTTP/2 connection")
+	// Once per listener: the one served and the one of handed-in
+	// connections, not once more per connection.
+	assert.LessOrEqual(t, bases.Load(), int32(2), "BaseContext called per HTTP/2 connection")
 	assert.EqualValues(t, n, conns.Load(), "ConnContext calls for %d HTTP/2 connections", n)
 }
 
