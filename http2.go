@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 )
 
 // HTTP/2 and the drain.
@@ -44,7 +45,9 @@ func (t *tracker) startDrain() {
 // had one. It does not wait for them.
 func (t *tracker) goAway() {
 	t.mu.Lock()
-	shadows := t.shadows
+	// A copy: a closing connection removes its shadow from t.shadows in
+	// place (http2_go127.go), while this goes through them unlocked.
+	shadows := slices.Clone(t.shadows)
 	t.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // send the GOAWAYs; wait for nothing

@@ -3,6 +3,7 @@
 package graceful
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"log"
@@ -33,13 +34,13 @@ func (t *tracker) setupHTTP2(srv *http.Server) {
 	if srv.TLSNextProto != nil || srv.Protocols != nil && srv.Protocols.UnencryptedHTTP2() {
 		return
 	}
-	if !newShadow(srv, nil).hasHTTP2() {
+	if !newShadow(srv, nil, nil).hasHTTP2() {
 		// HTTP/2 is disabled (Protocols, GODEBUG=http2server=0), or its
 		// set-up failed: srv will find out the same for itself.
 		return
 	}
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
-		"h2": func(_ *http.Server, c *tls.Conn, _ http.Handler) { t.serveHTTP2(srv, c) },
+		"h2": func(_ *http.Server, c *tls.Conn, h http.Handler) { t.serveHTTP2(srv, c, h) },
 	}
 }
 
@@ -47,25 +48,34 @@ func (t *tracker) setupHTTP2(srv *http.Server) {
 type shadowServer struct{ *http.Server }
 
 // newShadow returns a shadow of srv. closed, if not nil, is called when
-// the connection it serves is closed.
-func newShadow(srv *http.Server, closed func()) shadowServer {
+// the connection it serves is closed. base, if not nil, is the context srv
+// made for the connection (its BaseContext and ConnContext already
+// applied): the shadow serves under it, and calls neither hook again.
+func newShadow(srv *http.Server, base context.Context, closed func()) shadowServer {
 	s := &http.Server{
-		Handler:           srv.Handler,
-		ConnContext:       srv.ConnContext,
-		BaseContext:       srv.BaseContext,
-		ReadTimeout:       srv.ReadTimeout,
-		ReadHeaderTimeout: srv.ReadHeaderTimeout,
-		WriteTimeout:      srv.WriteTimeout,
-		IdleTimeout:       srv.IdleTimeout,
-		MaxHeaderBytes:    srv.MaxHeaderBytes,
-		HTTP2:             srv.HTTP2,
-		Protocols:         srv.Protocols,
-		ErrorLog:          srv.ErrorLog,
+		Handler:                      srv.Handler,
+		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
+		ReadTimeout:                  srv.ReadTimeout,
+		ReadHeaderTimeout:            srv.ReadHeaderTimeout,
+		WriteTimeout:                 srv.WriteTimeout,
+		IdleTimeout:                  srv.IdleTimeout,
+		MaxHeaderBytes:               srv.MaxHeaderBytes,
+		HTTP2:                        srv.HTTP2,
+		Protocols:                    srv.Protocols,
+		ErrorLog:                     srv.ErrorLog,
 	}
 	if c := srv.TLSConfig; c != nil {
 		// What net/http checks of the configuration, and no certificate:
 		// the connection comes with its handshake done.
 		s.TLSConfig = &tls.Config{CipherSuites: c.CipherSuites, MinVersion: c.MinVersion}
+	}
+	if base != nil {
+		s.BaseContext = func(net.Listener) context.Context { return base }
+		// The shadow's Serve put itself under http.ServerContextKey:
+		// handlers see srv there, as over HTTP/1.
+		s.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, http.ServerContextKey, srv)
+		}
 	}
 	state := srv.ConnState
 	s.ConnState = func(c net.Conn, st http.ConnState) {
@@ -93,14 +103,19 @@ func newShadow(srv *http.Server, closed func()) shadowServer {
 func (s shadowServer) hasHTTP2() bool { return s.TLSNextProto["h2"] != nil }
 
 // serveHTTP2 serves c, whose client chose HTTP/2, with a shadow of srv,
-// and returns once c is closed.
-func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn) {
+// and returns once c is closed. h is what srv passed its TLSNextProto: it
+// carries the connection's context.
+func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 	if tc := asTracked(c); tc != nil {
 		tc.setFlag(h2Bit)
 	}
 	done := make(chan struct{})
 	var once sync.Once
-	s := newShadow(srv, func() { once.Do(func() { close(done) }) })
+	base := context.Background()
+	if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
+		base = bc.BaseContext()
+	}
+	s := newShadow(srv, base, func() { once.Do(func() { close(done) }) })
 	t.mu.Lock()
 	t.shadows = append(t.shadows, s.Server)
 	t.mu.Unlock()

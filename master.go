@@ -504,6 +504,7 @@ func (m *master) tick(now time.Time) {
 			w.lastBeat = now // its exit event follows
 		}
 	}
+	m.phaseSilent(now) // the phase's new worker, told to go, not yet in a slot (phased.go)
 	limit := max(s.ShutdownDelay, 0) + durationOr(s.ShutdownTimeout, DefaultShutdownTimeout) + 5*time.Second
 	for w := range m.draining {
 		if w.p != nil && now.Sub(w.drainAt) > limit {

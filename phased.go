@@ -3,6 +3,7 @@ package graceful
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -102,6 +103,24 @@ func (m *master) phaseServing(w *worker) {
 	if m.phase != nil && m.phase.cur == w && w.state == wReady && w.goSent {
 		m.phaseReady(w)
 	}
+}
+
+// phaseSilent kills the phase's new worker if, told to go, it has said
+// nothing (neither "serving" nor a heartbeat) for WorkerTimeout: it is not
+// in a slot yet, so tick's heartbeat check does not see it, and the phase
+// would wait on it for ever. Its exit stops the phase; the old workers
+// serve on.
+func (m *master) phaseSilent(now time.Time) {
+	if m.phase == nil {
+		return
+	}
+	w := m.phase.cur
+	if w == nil || w.p == nil || w.state != wReady || !w.goSent || now.Sub(w.lastBeat) <= m.r.s.workerTimeout() {
+		return
+	}
+	m.r.log.Error("graceful: the phase's new worker said nothing once told to go; killing it", "worker", w.id, "pid", w.pid(), "silent", now.Sub(w.lastBeat).Round(time.Millisecond))
+	w.p.signal(os.Kill)
+	w.lastBeat = now // its exit event follows
 }
 
 // phaseReady puts the phase's new worker in its slot, drains the one it
