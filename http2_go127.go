@@ -116,9 +116,14 @@ func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 		base = bc.BaseContext()
 	}
 	s := newShadow(srv, base, func() { once.Do(func() { close(done) }) })
-	t.mu.Lock()
-	t.shadows = append(t.shadows, s.Server)
-	t.mu.Unlock()
+	// The shadow joins the drain's list only as it takes c: one shut down
+	// before that would refuse c, which would then go unanswered. A drain
+	// that began meanwhile sends it its GOAWAY once c reports its state.
+	take := func() {
+		t.mu.Lock()
+		t.shadows = append(t.shadows, s.Server)
+		t.mu.Unlock()
+	}
 	defer func() {
 		t.mu.Lock()
 		for i, x := range t.shadows {
@@ -129,7 +134,7 @@ func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 		}
 		t.mu.Unlock()
 	}()
-	l := &oneConn{c: c, done: done}
+	l := &oneConn{c: c, done: done, take: take}
 	s.Serve(l)
 	if !l.taken() {
 		// The shadow never served c: a connection must not be left
@@ -145,6 +150,7 @@ func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 type oneConn struct {
 	c      net.Conn
 	done   chan struct{}
+	take   func() // called as Accept hands out c
 	mu     sync.Mutex
 	given  bool
 	closed chan struct{}
@@ -160,6 +166,9 @@ func (l *oneConn) Accept() (net.Conn, error) {
 	l.given = true
 	l.mu.Unlock()
 	if !given {
+		if l.take != nil {
+			l.take()
+		}
 		return l.c, nil
 	}
 	select {
