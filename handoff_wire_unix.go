@@ -4,7 +4,6 @@ package graceful
 
 import (
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,15 +11,7 @@ import (
 // seqpacketPair returns a connected pair of Unix SOCK_SEQPACKET sockets,
 // both close-on-exec: a hand-off socket.
 func seqpacketPair() (*os.File, *os.File, error) {
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	unix.CloseOnExec(pair[0])
-	unix.CloseOnExec(pair[1])
-	return os.NewFile(uintptr(pair[0]), "graceful-handoff"), os.NewFile(uintptr(pair[1]), "graceful-handoff"), nil
+	return socketPair(unix.SOCK_SEQPACKET, "graceful-handoff")
 }
 
 func unixRights(fds []int) []byte { return unix.UnixRights(fds...) }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // From Go 1.27 net/http serves HTTP/2 itself once it has set it up on a
@@ -134,7 +135,7 @@ func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 		}
 		t.mu.Unlock()
 	}()
-	l := &oneConn{c: c, done: done, take: take}
+	l := &oneConn{c: c, done: done, take: take, closed: make(chan struct{})}
 	s.Serve(l)
 	if !l.taken() {
 		// The shadow never served c: a connection must not be left
@@ -149,26 +150,16 @@ func (t *tracker) serveHTTP2(srv *http.Server, c *tls.Conn, h http.Handler) {
 // to be closed, or for the listener to be.
 type oneConn struct {
 	c      net.Conn
-	done   chan struct{}
-	take   func() // called as Accept hands out c
-	mu     sync.Mutex
-	given  bool
-	closed chan struct{}
+	done   chan struct{} // closed once c is
+	take   func()        // called as Accept hands out c
+	closed chan struct{} // closed by Close
 	once   sync.Once
+	given  atomic.Bool
 }
 
 func (l *oneConn) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	if l.closed == nil {
-		l.closed = make(chan struct{})
-	}
-	given := l.given
-	l.given = true
-	l.mu.Unlock()
-	if !given {
-		if l.take != nil {
-			l.take()
-		}
+	if l.given.CompareAndSwap(false, true) {
+		l.take()
 		return l.c, nil
 	}
 	select {
@@ -180,11 +171,6 @@ func (l *oneConn) Accept() (net.Conn, error) {
 
 // Close ends Accept; the connection goes on being served.
 func (l *oneConn) Close() error {
-	l.mu.Lock()
-	if l.closed == nil {
-		l.closed = make(chan struct{})
-	}
-	l.mu.Unlock()
 	l.once.Do(func() { close(l.closed) })
 	return nil
 }
@@ -192,8 +178,4 @@ func (l *oneConn) Close() error {
 func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
 
 // taken reports whether Accept handed out the connection.
-func (l *oneConn) taken() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.given
-}
+func (l *oneConn) taken() bool { return l.given.Load() }

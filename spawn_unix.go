@@ -27,6 +27,13 @@ func dupListener(l net.Listener) (*os.File, error) {
 	if !ok {
 		return nil, fmt.Errorf("a %T cannot be passed on", l)
 	}
+	return dupSocket(sc, l.Addr().String())
+}
+
+// dupSocket duplicates sc's socket with F_DUPFD_CLOEXEC, as a file named
+// name. Unlike File, it leaves the socket non-blocking, as sc still uses
+// it.
+func dupSocket(sc syscall.Conn, name string) (*os.File, error) {
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -38,21 +45,27 @@ func dupListener(l net.Listener) (*os.File, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("dup: %w", derr)
 	}
-	return os.NewFile(uintptr(dup), l.Addr().String()), nil
+	return os.NewFile(uintptr(dup), name), nil
 }
 
 // socketpair returns a connected pair of Unix stream sockets, both
-// close-on-exec.
+// close-on-exec: a control socket.
 func socketpair() (*os.File, *os.File, error) {
+	return socketPair(unix.SOCK_STREAM, "graceful-ctrl")
+}
+
+// socketPair returns a connected pair of Unix sockets of type typ, both
+// close-on-exec, as files named name.
+func socketPair(typ int, name string) (*os.File, *os.File, error) {
 	syscall.ForkLock.RLock()
 	defer syscall.ForkLock.RUnlock()
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	pair, err := unix.Socketpair(unix.AF_UNIX, typ, 0)
 	if err != nil {
 		return nil, nil, err
 	}
 	unix.CloseOnExec(pair[0])
 	unix.CloseOnExec(pair[1])
-	return os.NewFile(uintptr(pair[0]), "graceful-ctrl"), os.NewFile(uintptr(pair[1]), "graceful-ctrl"), nil
+	return os.NewFile(uintptr(pair[0]), name), os.NewFile(uintptr(pair[1]), name), nil
 }
 
 // dup2 makes descriptor to a copy of from.
