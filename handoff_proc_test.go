@@ -259,8 +259,11 @@ func TestHandOffSuccessorDies(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, strconv.Itoa(pid), h.Get("X-Pid"))
 	}
-	_, next, err := s.Restart(15 * time.Second)
+	// Not s.Restart: it wants the new PID seen alive, and this successor
+	// may die before the pidfile is polled.
+	_, err := s.Signal(syscall.SIGUSR2)
 	require.NoError(t, err)
+	next := waitLogPID(t, s, `successor serving successor=(\d+)`, 0)
 	require.NoError(t, proc.WaitGone(next, 15*time.Second), "the successor dies as it receives the connections")
 	waitOutput(t, s, "adopting connections went away")
 	// Every connection is still served, by the old process, which now
